@@ -1,0 +1,223 @@
+"""The functional API: pre-train, fine-tune an ensemble with a method, evaluate it and its soups.
+
+A notebook uses these directly::
+
+    config = configlib.base_config(); config.method = "starsse"
+    data = load_transfer_data(config)
+    pretrained = pretrain(config, data, workdir)
+    ens = finetune(config, data, pretrained)
+    results = evaluate(config, data, ens)
+
+``run`` does all of it and writes the outputs; ``python -m starsse_jax.main`` is a thin layer over it.
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import tempfile
+import time
+from typing import Any
+
+import numpy as np
+
+from starsse_jax import (checkpoint, configlib, evaluate as eval_lib, members, methods, metrics,
+                         models, report, soups, train)
+from starsse_jax.data import TransferData, load_transfer_data
+
+__all__ = ["Ensemble", "load_transfer_data", "pretrain", "finetune", "evaluate", "make_soups",
+           "run"]
+
+
+@dataclasses.dataclass
+class Ensemble:
+  """A fine-tuned ensemble: stacked variables (members in plan order) and how they were made."""
+  model: Any
+  variables: dict[str, Any]  # {'params', 'batch_stats'}, leading member axis
+  member_names: list[str]
+  phases: list[dict[str, Any]]  # name, members, lr_table, history
+
+  @property
+  def num_members(self) -> int:
+    return len(self.member_names)
+
+
+def _trainer(config, model, data: TransferData, opt_config) -> train.Trainer:
+  return train.Trainer(
+      model=model, tx=train.make_optimizer(opt_config.weight_decay, opt_config.momentum),
+      mean=data.mean, std=data.std, crop_padding=config.data.crop_padding,
+      flip=config.data.flip, strategy=config.execution.member_strategy, seed=config.seed)
+
+
+def _check_batch(batch_size: int, num_examples: int, field: str, what: str) -> None:
+  if batch_size > num_examples:
+    raise ValueError(f"{field}={batch_size} is larger than the {num_examples} {what}; lower it "
+                     "or use more data.")
+
+
+def pretrain(config, data: TransferData, workdir: str | None = None, writer=None) -> dict[str, Any]:
+  """Stacked pre-trained variables (``pretrain.num_checkpoints`` members) for the source task.
+
+  Reuses the checkpoint in ``pretrain.checkpoint_dir`` (default ``WORKDIR/pretrained``) after
+  checking that its architecture matches ``config.model``; trains and saves one otherwise. The
+  checkpoints of Global DE are independent runs from different seeds, trained as one stacked run.
+  """
+  directory = config.pretrain.checkpoint_dir or (
+      os.path.join(workdir, "pretrained") if workdir else None)
+  model = models.build_model(config.model, data.num_source_classes)
+  trainer = _trainer(config, model, data, config.pretrain)
+  expected = trainer.init_variables(0, data.image_shape)
+  needed = config.pretrain.num_checkpoints
+  if directory and checkpoint.exists(directory):
+    variables, meta = checkpoint.restore(directory)
+    checkpoint.check_matches(expected, variables, f"pre-trained checkpoint in {directory}",
+                             skip_prefix=f"['params']['{models.HEAD}']", leading_axes=1)
+    have = members.num_members(variables)
+    if have < needed:
+      raise ValueError(f"{directory} holds {have} pre-trained checkpoint(s) but the config needs "
+                       f"{needed}; delete it (or choose another workdir) to pre-train again.")
+    logging.info("Reusing %d pre-trained checkpoint(s) from %s (made %s).", have, directory,
+                 meta.get("created", "?"))
+    return members.take(variables, list(range(needed)))
+  _check_batch(config.pretrain.batch_size, len(data.source_train), "pretrain.batch_size",
+               "source training images")
+  plan = methods.pretrain_plan(needed, len(data.source_train) // config.pretrain.batch_size,
+                               config.pretrain.epochs, config.pretrain.lr)
+  logging.info("Pre-training %d model(s) on %d source images.", needed, len(data.source_train))
+  states, _ = train.run_plan(trainer, plan, data.source_train, config.pretrain.batch_size,
+                             log_every=config.log_every_steps, writer=writer)
+  variables = {"params": states["params"], "batch_stats": states["batch_stats"]}
+  if directory:
+    checkpoint.save(directory, 0, variables, {
+        "model": config.model.to_dict(), "num_checkpoints": needed,
+        "num_classes": data.num_source_classes, "created": time.strftime("%Y-%m-%d %H:%M:%S")})
+    logging.info("Saved pre-trained checkpoint(s) to %s.", directory)
+  return variables
+
+
+def finetune(config, data: TransferData, pretrained: dict[str, Any], writer=None) -> Ensemble:
+  """Fine-tunes ``config.num_members`` members on the target task with ``config.method``."""
+  needed = methods.checkpoints_needed(config.method, config.num_members)
+  have = members.num_members(pretrained)
+  if have < needed:
+    raise ValueError(f"method={config.method!r} with {config.num_members} members needs {needed} "
+                     f"pre-trained checkpoints; {have} given.")
+  _check_batch(config.finetune.batch_size, len(data.target_train), "finetune.batch_size",
+               "target training images")
+  ft = config.finetune
+  budget = methods.Budget(
+      num_members=config.num_members, steps_per_epoch=len(data.target_train) // ft.batch_size,
+      epochs=ft.epochs, lr=ft.lr, lr_ratio=ft.lr_ratio, cycle_ratio=ft.cycle_ratio,
+      fge_cycle_epochs=ft.fge_cycle_epochs, fge_lr_1=ft.fge_lr_1, fge_lr_2=ft.fge_lr_2)
+  plan = methods.build_plan(config.method, budget)
+  model = models.build_model(config.model, data.num_target_classes)
+  trainer = _trainer(config, model, data, ft)
+  states, phases = train.run_plan(trainer, plan, data.target_train, ft.batch_size,
+                                  pretrained=pretrained, log_every=config.log_every_steps,
+                                  writer=writer)
+  names, phase_info, first = [], [], 0
+  for phase in phases:
+    k = phase.lr_table.shape[1]
+    names += [f"{phase.name}[{i}]" for i in range(k)]
+    phase_info.append({"name": phase.name, "members": list(range(first, first + k)),
+                       "lr_table": phase.lr_table, "history": phase.history})
+    first += k
+  return Ensemble(model, {"params": states["params"], "batch_stats": states["batch_stats"]},
+                  names, phase_info)
+
+
+def _predict(config, data: TransferData, model, variables, images) -> np.ndarray:
+  return eval_lib.predict(model, variables, images, data.mean, data.std, config.eval.batch_size,
+                          config.execution.member_strategy)
+
+
+def make_soups(config, data: TransferData, ens: Ensemble) -> dict[str, Any]:
+  """Uniform and greedy soups; BatchNorm statistics recomputed on the target training images."""
+  params = ens.variables["params"]
+  template = members.take(ens.variables["batch_stats"], [0])
+
+  def finish(soup_params) -> dict[str, Any]:
+    stacked = members.broadcast(soup_params, 1)
+    stats = eval_lib.recompute_batch_stats(
+        ens.model, stacked, template, data.target_train.images, data.mean, data.std,
+        config.eval.bn_batch_size, config.execution.member_strategy)
+    return {"params": stacked, "batch_stats": stats}
+
+  def val_accuracy(soup_params) -> float:
+    probs = _predict(config, data, ens.model, finish(soup_params), data.target_val.images)
+    return metrics.accuracy(probs[0], data.target_val.labels)
+
+  member_val = _predict(config, data, ens.model, ens.variables, data.target_val.images)
+  member_scores = [metrics.accuracy(p, data.target_val.labels) for p in member_val]
+  uniform = soups.uniform_soup(params)
+  greedy, chosen, greedy_val = soups.greedy_soup(params, member_scores, val_accuracy)
+  out = {}
+  for name, soup_params, used in (("uniform", uniform, list(range(ens.num_members))),
+                                  ("greedy", greedy, chosen)):
+    variables = finish(soup_params)
+    test = _predict(config, data, ens.model, variables, data.target_test.images)[0]
+    out[name] = {"members": used, "test": metrics.summary(test, data.target_test.labels,
+                                                          config.eval.ece_bins),
+                 "val_accuracy": val_accuracy(soup_params) if name == "uniform" else greedy_val,
+                 "variables": variables}
+  return out
+
+
+def evaluate(config, data: TransferData, ens: Ensemble) -> dict[str, Any]:
+  """Test and validation metrics of members, ensemble (sizes 1..K) and soups (JSON-ready)."""
+  results = {"method": config.method, "member_names": ens.member_names}
+  for split in ("test", "val"):
+    s = getattr(data, f"target_{split}")
+    probs = _predict(config, data, ens.model, ens.variables, s.images)
+    results[split] = metrics.ensemble_report(probs, s.labels, config.eval.ece_bins)
+  if config.eval.soups:
+    results["soups"] = {name: {k: v for k, v in soup.items() if k != "variables"}
+                        for name, soup in make_soups(config, data, ens).items()}
+  return results
+
+
+def _check_workdir(workdir: str) -> None:
+  try:
+    os.makedirs(workdir, exist_ok=True)
+    with tempfile.NamedTemporaryFile(dir=workdir):
+      pass
+  except OSError as e:
+    raise PermissionError(f"Workdir {workdir!r} is not writable ({e.strerror}); choose another "
+                          "with --workdir.") from e
+
+
+def run(config, workdir: str) -> dict[str, Any]:
+  """The whole job: validate, load data, pre-train (or reuse), fine-tune, evaluate, write outputs.
+
+  Writes ``results.json``, ``learning_rates.png`` and ``ensemble_size.png`` to ``workdir`` and
+  returns the results.
+  """
+  configlib.validate(config)
+  _check_workdir(workdir)
+  times = {}
+  t = time.perf_counter()
+  data = load_transfer_data(config)
+  _check_batch(config.finetune.batch_size, len(data.target_train), "finetune.batch_size",
+               "target training images")
+  times["data_s"] = time.perf_counter() - t
+  writer = report.create_writer(workdir)
+  try:
+    t = time.perf_counter()
+    pretrained = pretrain(config, data, workdir, writer)
+    times["pretrain_s"] = time.perf_counter() - t
+    t = time.perf_counter()
+    ens = finetune(config, data, pretrained, writer)
+    times["finetune_s"] = time.perf_counter() - t
+    t = time.perf_counter()
+    results = evaluate(config, data, ens)
+    times["evaluate_s"] = time.perf_counter() - t
+  finally:
+    writer.close()
+  results["timing"] = {k: round(v, 2) for k, v in times.items()}
+  results["phases"] = [{"name": p["name"], "members": p["members"],
+                        "steps": len(p["lr_table"]), "history": p["history"]} for p in ens.phases]
+  results["config"] = config.to_dict()
+  report.write_json(os.path.join(workdir, "results.json"), results)
+  report.plot_learning_rates(os.path.join(workdir, "learning_rates.png"), ens.phases)
+  report.plot_size_curve(os.path.join(workdir, "ensemble_size.png"), results)
+  return results

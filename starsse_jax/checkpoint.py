@@ -1,0 +1,92 @@
+"""Checkpoints of stacked variables, validated against the model before use.
+
+Orbax restores whatever structure is on disk; restoring into a different one can silently load
+partial weights. Every restore here is therefore compared leaf by leaf (path, shape, dtype) with
+what the configured model expects, and a mismatch names the first differing leaf.
+"""
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import orbax.checkpoint as ocp
+
+from starsse_jax import models
+
+
+class CheckpointMismatchError(ValueError):
+  """A checkpoint does not fit the configured model."""
+
+
+def _describe(tree: Any) -> dict[str, tuple[tuple[int, ...], str]]:
+  flat = jax.tree_util.tree_flatten_with_path(tree)[0]
+  return {jax.tree_util.keystr(path): (tuple(np.shape(leaf)), str(jnp.result_type(leaf)))
+          for path, leaf in flat}
+
+
+def check_matches(expected: Any, actual: Any, what: str, skip_prefix: str | None = None,
+                  leading_axes: int = 0) -> None:
+  """Raises ``CheckpointMismatchError`` unless both pytrees have the same leaves, shapes, dtypes.
+
+  ``leading_axes`` leading dimensions of ``actual`` (a member axis) are ignored; paths that
+  start with ``skip_prefix`` are not compared.
+  """
+  exp, act = _describe(expected), _describe(actual)
+  keep = lambda p: skip_prefix is None or not p.startswith(skip_prefix)
+  hint = ("The checkpoint was made by a different model configuration: match config.model to "
+          "the one that made it, or point the run at another workdir / checkpoint directory.")
+  for path in sorted(set(exp) | set(act)):
+    if not keep(path):
+      continue
+    if path not in act:
+      raise CheckpointMismatchError(f"{what}: leaf {path} with shape {exp[path][0]} is missing "
+                                    f"from the checkpoint. {hint}")
+    if path not in exp:
+      raise CheckpointMismatchError(f"{what}: the checkpoint has leaf {path} (shape "
+                                    f"{act[path][0]}) that the model does not. {hint}")
+    (eshape, edtype), (ashape, adtype) = exp[path], act[path]
+    if ashape[leading_axes:] != eshape or adtype != edtype:
+      raise CheckpointMismatchError(
+          f"{what}: leaf {path} is {adtype}{list(ashape[leading_axes:])} in the checkpoint but the "
+          f"model expects {edtype}{list(eshape)}. {hint}")
+
+
+def with_new_head(pretrained: dict[str, Any], fresh: dict[str, Any]) -> dict[str, Any]:
+  """Pre-trained body + ``fresh``'s classifier head (the transfer protocol)."""
+  check_matches(fresh, pretrained, "pre-trained checkpoint", skip_prefix=f"['params']['{models.HEAD}']")
+  params = dict(pretrained["params"])
+  params[models.HEAD] = fresh["params"][models.HEAD]
+  return {"params": params, "batch_stats": pretrained["batch_stats"]}
+
+
+def save(directory: str, step: int, variables: Any, metadata: dict[str, Any]) -> None:
+  """Saves ``variables`` (a stacked pytree) and JSON ``metadata`` as step ``step``.
+
+  Orbax writes into a temporary directory and renames it when complete, so a crash mid-save
+  never leaves a checkpoint that ``latest_step`` would pick.
+  """
+  with ocp.CheckpointManager(os.path.abspath(directory)) as mngr:
+    mngr.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(variables),
+                                            metadata=ocp.args.JsonSave(metadata)))
+    mngr.wait_until_finished()
+
+
+def exists(directory: str) -> bool:
+  if not os.path.isdir(directory):
+    return False
+  with ocp.CheckpointManager(os.path.abspath(directory)) as mngr:
+    return mngr.latest_step() is not None
+
+
+def restore(directory: str) -> tuple[Any, dict[str, Any]]:
+  """The latest (variables, metadata) in ``directory``, as saved (unvalidated)."""
+  with ocp.CheckpointManager(os.path.abspath(directory)) as mngr:
+    step = mngr.latest_step()
+    if step is None:
+      raise FileNotFoundError(f"No checkpoint in {directory!r}.")
+    restored = mngr.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(),
+                                                          metadata=ocp.args.JsonRestore()))
+  return restored["state"], restored["metadata"]

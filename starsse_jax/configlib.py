@@ -1,0 +1,115 @@
+"""The default configuration and its validation.
+
+Config files in ``configs/`` start from ``base_config()`` and change what their method needs.
+``validate`` runs before any data is read or step compiled, so a bad value costs nothing.
+"""
+from __future__ import annotations
+
+import ml_collections
+
+from starsse_jax import members, methods, models
+
+
+def base_config() -> ml_collections.ConfigDict:
+  c = ml_collections.ConfigDict()
+  c.seed = 0
+  c.method = "starsse"
+  c.num_members = 5
+  c.log_every_steps = 50
+
+  c.data = ml_collections.ConfigDict()
+  c.data.name = "fashion_mnist"  # or a prepared TFDS dataset, e.g. 'cifar100'
+  c.data.fashion_mnist_dir = "/usr/share/datasets/fashion-mnist"
+  c.data.tfds_data_dir = ""
+  c.data.source_classes = (0, 1, 2, 3, 4)
+  c.data.target_classes = (5, 6, 7, 8, 9)
+  c.data.target_train_per_class = 200
+  c.data.target_val_per_class = 100
+  c.data.crop_padding = 2
+  c.data.flip = True
+
+  c.model = ml_collections.ConfigDict()
+  c.model.name = "resnet_small"
+  c.model.stage_sizes = (1, 1, 1)
+  c.model.width = 16
+  c.model.dtype = "float32"
+  c.model.bn_momentum = 0.9
+
+  c.pretrain = ml_collections.ConfigDict()
+  c.pretrain.checkpoint_dir = ""  # default: WORKDIR/pretrained
+  c.pretrain.num_checkpoints = 1  # Global DE needs num_members of them
+  c.pretrain.epochs = 3.0
+  c.pretrain.lr = 0.1
+  c.pretrain.weight_decay = 5e-4
+  c.pretrain.momentum = 0.9
+  c.pretrain.batch_size = 128
+
+  c.finetune = ml_collections.ConfigDict()
+  c.finetune.epochs = 20.0  # E
+  c.finetune.lr = 0.02
+  c.finetune.weight_decay = 5e-4
+  c.finetune.momentum = 0.9
+  c.finetune.batch_size = 50
+  c.finetune.lr_ratio = 0.5  # SSE / StarSSE cycle peak = lr_ratio * lr
+  c.finetune.cycle_ratio = 1.0  # SSE / StarSSE cycle length = cycle_ratio * E epochs
+  c.finetune.fge_cycle_epochs = 4
+  c.finetune.fge_lr_1 = 0.01
+  c.finetune.fge_lr_2 = 1e-4
+
+  c.eval = ml_collections.ConfigDict()
+  c.eval.batch_size = 500
+  c.eval.ece_bins = 15
+  c.eval.soups = True
+  c.eval.bn_batch_size = 100
+
+  c.execution = ml_collections.ConfigDict()
+  c.execution.member_strategy = "auto"
+  return c
+
+
+def validate(config: ml_collections.ConfigDict) -> None:
+  """Raises ``ValueError`` naming the field and a fix for the first bad value found."""
+
+  def need(ok: bool, message: str):
+    if not ok:
+      raise ValueError(f"Invalid config: {message}")
+
+  need(config.method in methods.METHODS,
+       f"method={config.method!r} is unknown; choose one of {sorted(methods.METHODS)}.")
+  need(config.model.name in models.MODELS,
+       f"model.name={config.model.name!r} is unknown; choose one of {models.MODELS}.")
+  need(config.model.dtype in ("float32", "bfloat16"),
+       f"model.dtype={config.model.dtype!r}; use 'float32' or 'bfloat16'.")
+  need(config.execution.member_strategy in members.STRATEGIES,
+       f"execution.member_strategy={config.execution.member_strategy!r}; choose one of "
+       f"{members.STRATEGIES}.")
+  need(isinstance(config.num_members, int) and config.num_members >= 1,
+       f"num_members={config.num_members!r}; an ensemble needs at least 1 member.")
+  positive = {
+      "pretrain.epochs": config.pretrain.epochs, "pretrain.lr": config.pretrain.lr,
+      "pretrain.batch_size": config.pretrain.batch_size,
+      "pretrain.num_checkpoints": config.pretrain.num_checkpoints,
+      "finetune.epochs": config.finetune.epochs, "finetune.lr": config.finetune.lr,
+      "finetune.batch_size": config.finetune.batch_size,
+      "finetune.lr_ratio": config.finetune.lr_ratio,
+      "finetune.cycle_ratio": config.finetune.cycle_ratio,
+      "finetune.fge_cycle_epochs": config.finetune.fge_cycle_epochs,
+      "finetune.fge_lr_1": config.finetune.fge_lr_1, "finetune.fge_lr_2": config.finetune.fge_lr_2,
+      "data.target_train_per_class": config.data.target_train_per_class,
+      "data.target_val_per_class": config.data.target_val_per_class,
+      "eval.batch_size": config.eval.batch_size, "eval.bn_batch_size": config.eval.bn_batch_size,
+      "log_every_steps": config.log_every_steps,
+  }
+  for name, value in positive.items():
+    need(value > 0, f"{name}={value!r} must be positive.")
+  for name in ("pretrain.weight_decay", "finetune.weight_decay", "data.crop_padding"):
+    value = config[name.split(".")[0]][name.split(".")[1]]
+    need(value >= 0, f"{name}={value!r} must not be negative.")
+  for name in ("pretrain.momentum", "finetune.momentum"):
+    value = config[name.split(".")[0]][name.split(".")[1]]
+    need(0 <= value < 1, f"{name}={value!r} must lie in [0, 1).")
+  if config.method == "global_de":
+    need(config.pretrain.num_checkpoints >= config.num_members,
+         f"method='global_de' with num_members={config.num_members} needs "
+         f"pretrain.num_checkpoints >= {config.num_members} (one pre-trained checkpoint per member), "
+         f"got {config.pretrain.num_checkpoints}.")

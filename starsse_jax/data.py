@@ -1,0 +1,219 @@
+"""Datasets for the transfer setting, held on the device and augmented there.
+
+A *transfer split* cuts one labelled image dataset by class: the source classes are the
+pre-training task, the target classes the fine-tuning task, from whose training images a small
+labelled set and a held-out validation slice are drawn; the target test set is complete.
+
+Sources of images:
+- ``fashion_mnist``: the IDX files of Fashion-MNIST (the Debian package ``dataset-fashion-mnist``
+  installs them; any directory with the four ``*-ubyte.gz`` files works). Runs offline.
+- any other name: a TFDS dataset read through ``tfds.data_source`` from ``tfds_data_dir``
+  (already prepared in ``array_record`` format; nothing is downloaded at run time).
+"""
+from __future__ import annotations
+
+import dataclasses
+import gzip
+import os
+import struct
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+FASHION_MNIST_FILES = {
+    "train": ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"),
+    "test": ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"),
+}
+
+
+class DatasetNotFoundError(FileNotFoundError):
+  """A dataset is not where the config says; the message says how to get it."""
+
+
+class Split(NamedTuple):
+  images: np.ndarray  # uint8 [N, H, W, C]
+  labels: np.ndarray  # int32 [N]
+
+  def __len__(self):
+    return len(self.labels)
+
+
+@dataclasses.dataclass
+class TransferData:
+  source_train: Split
+  target_train: Split
+  target_val: Split
+  target_test: Split
+  num_source_classes: int
+  num_target_classes: int
+  mean: np.ndarray  # per-channel, over source training images, in [0, 1] units
+  std: np.ndarray
+
+  @property
+  def image_shape(self) -> tuple[int, ...]:
+    return tuple(self.target_test.images.shape[1:])
+
+
+# ---------------------------------------------------------------------------- reading
+
+
+def read_idx(path: str) -> np.ndarray:
+  """Reads an IDX file (gzip or raw) of unsigned bytes into an array of its declared shape."""
+  opener = gzip.open if path.endswith(".gz") else open
+  with opener(path, "rb") as f:
+    raw = f.read()
+  if len(raw) < 4:
+    raise ValueError(f"{path}: too short to be an IDX file.")
+  zero, dtype_code, ndim = struct.unpack(">HBB", raw[:4])
+  if zero != 0 or dtype_code != 0x08:
+    raise ValueError(f"{path}: not an unsigned-byte IDX file (magic {raw[:4].hex()}).")
+  shape = struct.unpack(f">{ndim}I", raw[4:4 + 4 * ndim])
+  body = np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * ndim)
+  if body.size != int(np.prod(shape)):
+    raise ValueError(f"{path}: header says {shape} ({int(np.prod(shape))} bytes) but the file "
+                     f"holds {body.size}; it is truncated or corrupt.")
+  return body.reshape(shape)
+
+
+def load_fashion_mnist(directory: str) -> dict[str, Split]:
+  """The train and test splits of Fashion-MNIST from its four IDX files."""
+  missing = [name for pair in FASHION_MNIST_FILES.values() for name in pair
+             if not os.path.isfile(os.path.join(directory, name))]
+  if missing:
+    raise DatasetNotFoundError(
+        f"Fashion-MNIST files {missing} not found in {directory!r}. Install them with "
+        "`apt-get install dataset-fashion-mnist` (Debian/Ubuntu; files go to "
+        "/usr/share/datasets/fashion-mnist) or set --config.data.fashion_mnist_dir to a directory "
+        "holding the four *-ubyte.gz files.")
+  splits = {}
+  for split, (images_file, labels_file) in FASHION_MNIST_FILES.items():
+    images = read_idx(os.path.join(directory, images_file))
+    labels = read_idx(os.path.join(directory, labels_file))
+    if images.ndim != 3 or labels.ndim != 1 or len(images) != len(labels):
+      raise ValueError(f"Fashion-MNIST {split}: images {images.shape} and labels {labels.shape} "
+                       "do not pair up.")
+    splits[split] = Split(images[..., None], labels.astype(np.int32))
+  return splits
+
+
+def load_tfds(name: str, data_dir: str | None) -> dict[str, Split]:
+  """The train and test splits of a prepared TFDS dataset, read without TensorFlow."""
+  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+
+  splits = {}
+  for split in ("train", "test"):
+    try:
+      source = tfds.data_source(name, split=split, data_dir=data_dir or None, download=False)
+      examples = [source[i] for i in range(len(source))]
+    except Exception as e:  # tfds raises several types for "not there"
+      raise DatasetNotFoundError(
+          f"TFDS dataset {name!r} (split {split!r}) could not be read from data_dir "
+          f"{data_dir or '(default)'}: {type(e).__name__}: {e}. Prepare it on a machine with "
+          f"internet access with `tfds build {name} --file_format=array_record "
+          "--data_dir=DIR`, copy DIR here and set --config.data.tfds_data_dir=DIR.") from e
+    images = np.stack([np.asarray(ex["image"]) for ex in examples]).astype(np.uint8)
+    labels = np.asarray([ex["label"] for ex in examples], dtype=np.int32)
+    if images.ndim == 3:
+      images = images[..., None]
+    splits[split] = Split(images, labels)
+  return splits
+
+
+def load_dataset(data_config) -> dict[str, Split]:
+  if data_config.name == "fashion_mnist":
+    return load_fashion_mnist(data_config.fashion_mnist_dir)
+  return load_tfds(data_config.name, data_config.tfds_data_dir)
+
+
+# ---------------------------------------------------------------------------- splitting
+
+
+def _select(split: Split, classes) -> Split:
+  """Keeps images of ``classes`` and relabels them 0..len(classes)-1 in the given order."""
+  classes = np.asarray(classes)
+  keep = np.isin(split.labels, classes)
+  relabel = np.full(int(max(split.labels.max(), classes.max())) + 1, -1, dtype=np.int32)
+  relabel[classes] = np.arange(len(classes), dtype=np.int32)
+  return Split(split.images[keep], relabel[split.labels[keep]])
+
+
+def _per_class(split: Split, counts: list[int], rng: np.random.Generator) -> list[Split]:
+  """Disjoint class-balanced subsets of ``split``, ``counts[i]`` images per class each."""
+  picks = [[] for _ in counts]
+  for c in np.unique(split.labels):
+    idx = rng.permutation(np.flatnonzero(split.labels == c))
+    if len(idx) < sum(counts):
+      raise ValueError(f"Class {c} has {len(idx)} training images; {sum(counts)} requested "
+                       f"({counts}). Lower data.target_train_per_class / target_val_per_class.")
+    start = 0
+    for i, n in enumerate(counts):
+      picks[i].append(idx[start:start + n])
+      start += n
+  return [Split(split.images[np.sort(np.concatenate(p))], split.labels[np.sort(np.concatenate(p))])
+          for p in picks]
+
+
+def check_split(split: Split, num_classes: int, what: str) -> None:
+  """Rejects images that are not uint8 [N, H, W, C] and labels outside ``0..num_classes-1``."""
+  if split.images.dtype != np.uint8 or split.images.ndim != 4:
+    raise ValueError(f"{what}: images must be uint8 [N, H, W, C], got {split.images.dtype} "
+                     f"{split.images.shape}.")
+  if len(split) and (split.labels.min() < 0 or split.labels.max() >= num_classes):
+    raise ValueError(f"{what}: labels must lie in [0, {num_classes}), got "
+                     f"[{split.labels.min()}, {split.labels.max()}].")
+
+
+def transfer_split(splits: dict[str, Split], data_config, seed: int) -> TransferData:
+  source_classes = list(data_config.source_classes)
+  target_classes = list(data_config.target_classes)
+  if set(source_classes) & set(target_classes):
+    raise ValueError(f"Source classes {source_classes} and target classes {target_classes} "
+                     "overlap; the transfer split needs disjoint tasks.")
+  num_labels = int(splits["train"].labels.max()) + 1
+  bad = [c for c in source_classes + target_classes if not 0 <= c < num_labels]
+  if bad:
+    raise ValueError(f"Classes {bad} do not exist in {data_config.name!r} (labels 0..{num_labels - 1}).")
+  rng = np.random.default_rng(seed)
+  source_train = _select(splits["train"], source_classes)
+  target_train, target_val = _per_class(
+      _select(splits["train"], target_classes),
+      [data_config.target_train_per_class, data_config.target_val_per_class], rng)
+  target_test = _select(splits["test"], target_classes)
+  pixels = source_train.images.reshape(-1, source_train.images.shape[-1]).astype(np.float64) / 255
+  data = TransferData(source_train, target_train, target_val, target_test,
+                      len(source_classes), len(target_classes),
+                      mean=pixels.mean(0).astype(np.float32),
+                      std=np.maximum(pixels.std(0), 1e-3).astype(np.float32))
+  check_split(data.source_train, data.num_source_classes, "source train")
+  for name in ("target_train", "target_val", "target_test"):
+    check_split(getattr(data, name), data.num_target_classes, name.replace("_", " "))
+  return data
+
+
+def load_transfer_data(config) -> TransferData:
+  return transfer_split(load_dataset(config.data), config.data, config.seed)
+
+
+# ---------------------------------------------------------------------------- on device
+
+
+def normalize(images: jax.Array, mean, std) -> jax.Array:
+  """uint8 images -> float32, standardised per channel."""
+  return (images.astype(jnp.float32) / 255.0 - jnp.asarray(mean)) / jnp.asarray(std)
+
+
+def augment(rng: jax.Array, images: jax.Array, padding: int, flip: bool) -> jax.Array:
+  """Random crop after zero padding by ``padding`` pixels, and random horizontal flip, per image."""
+  n, h, w, _ = images.shape
+  crop_key, flip_key = jax.random.split(rng)
+  if padding > 0:
+    padded = jnp.pad(images, ((0, 0), (padding, padding), (padding, padding), (0, 0)))
+    offsets = jax.random.randint(crop_key, (n, 2), 0, 2 * padding + 1)
+    crop = lambda img, o: jax.lax.dynamic_slice(img, (o[0], o[1], 0), (h, w, img.shape[-1]))
+    images = jax.vmap(crop)(padded, offsets)
+  if flip:
+    flips = jax.random.bernoulli(flip_key, 0.5, (n,))
+    images = jnp.where(flips[:, None, None, None], images[:, :, ::-1, :], images)
+  return images

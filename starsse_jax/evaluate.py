@@ -1,0 +1,83 @@
+"""Predictions of stacked members and BatchNorm statistics recomputed on data."""
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from starsse_jax import data as data_lib, members
+
+
+@functools.lru_cache(maxsize=None)
+def _predict_fn(model, strategy: str):
+
+  @jax.jit
+  def predict(variables, images, mean, std):
+    x = data_lib.normalize(images, mean, std)
+    one = lambda v: jax.nn.softmax(model.apply(v, x, train=False).astype(jnp.float32))
+    return members.member_map(one, strategy)(variables)
+
+  return predict
+
+
+def _batches(images: np.ndarray, batch_size: int):
+  """Fixed-size batches (the last one padded by repeating its first image) and their lengths."""
+  for start in range(0, len(images), batch_size):
+    batch = images[start:start + batch_size]
+    n = len(batch)
+    if n < batch_size:
+      batch = np.concatenate([batch, np.repeat(batch[:1], batch_size - n, axis=0)])
+    yield batch, n
+
+
+def predict(model, variables: dict[str, Any], images: np.ndarray, mean, std,
+            batch_size: int = 500, strategy: str = "auto") -> np.ndarray:
+  """Softmax probabilities ``[K, N, C]`` of stacked ``{'params', 'batch_stats'}`` in eval mode."""
+  fn = _predict_fn(model, strategy)
+  variables = {"params": variables["params"], "batch_stats": variables["batch_stats"]}
+  batch_size = min(batch_size, len(images))
+  out = [np.asarray(fn(variables, jnp.asarray(b), mean, std))[:, :n]
+         for b, n in _batches(images, batch_size)]
+  return np.concatenate(out, axis=1)
+
+
+@functools.lru_cache(maxsize=None)
+def _batch_stats_fn(model, strategy: str):
+  # Momentum 0 makes the module's "running" statistics exactly this batch's statistics.
+  fresh = model.clone(bn_momentum=0.0)
+
+  @jax.jit
+  def stats(params, batch_stats, images, mean, std):
+    x = data_lib.normalize(images, mean, std)
+
+    def one(p, bs):
+      _, upd = fresh.apply({"params": p, "batch_stats": bs}, x, train=True,
+                           mutable=["batch_stats"])
+      return upd["batch_stats"]
+
+    return members.member_map(one, strategy)(params, batch_stats)
+
+  return stats
+
+
+def recompute_batch_stats(model, params: Any, template_stats: Any, images: np.ndarray, mean, std,
+                          batch_size: int = 256, strategy: str = "auto") -> Any:
+  """BatchNorm statistics of stacked ``params`` over ``images`` (no augmentation).
+
+  As SWA's ``bn_update``: the running mean and variance are reset and replaced by the cumulative
+  average of per-batch statistics in train mode over one pass of the data. Needed for every weight
+  average (soups, SWA): the average of members' running statistics does not describe the
+  averaged network. ``template_stats`` gives the structure (values are ignored).
+  """
+  fn = _batch_stats_fn(model, strategy)
+  batch_size = min(batch_size, len(images))
+  num_batches = len(images) // batch_size  # full batches only: equal weights
+  total = None
+  for b in range(num_batches):
+    batch = jnp.asarray(images[b * batch_size:(b + 1) * batch_size])
+    stats = fn(params, template_stats, batch, mean, std)
+    total = stats if total is None else jax.tree.map(jnp.add, total, stats)
+  return jax.tree.map(lambda s: s / num_batches, total)

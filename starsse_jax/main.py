@@ -1,0 +1,30 @@
+"""Command line: ``python -m starsse_jax.main --config=configs/starsse.py [--workdir=DIR]``.
+
+Any config field can be overridden, e.g. ``--config.num_members=3 --config.finetune.lr_ratio=0.25``.
+"""
+from absl import app, flags, logging
+from ml_collections import config_flags
+
+from starsse_jax import api, report
+
+_CONFIG = config_flags.DEFINE_config_file("config", None, "Path to a config file.",
+                                          lock_config=True)
+_WORKDIR = flags.DEFINE_string("workdir", "runs/default",
+                               "Where checkpoints, results.json and plots go.")
+flags.mark_flags_as_required(["config"])
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+  logging.set_verbosity(logging.INFO)
+  # Orbax logs every step of every save at INFO; keep the run's own progress readable.
+  logging.get_absl_handler().addFilter(lambda record: "orbax" not in record.pathname)
+  results = api.run(_CONFIG.value, _WORKDIR.value)
+  print(f"\nTest metrics on the target task ({_WORKDIR.value}/results.json):\n")
+  print(report.table(results))
+  print(f"\ntiming (s): {results['timing']}")
+
+
+if __name__ == "__main__":
+  app.run(main)

@@ -1,0 +1,98 @@
+"""The member axis: stacked pytrees and how a function runs over them.
+
+Ensemble state is a pytree whose every leaf has a leading member axis of size K. Storage is always
+stacked; *execution* over that axis is one switch (``member_map``), because the fastest choice
+depends on the backend and model: ``jax.vmap`` turns a convolution over stacked kernels into a
+grouped convolution, which XLA runs several times slower than K ordinary ones on CPU and GPU alike
+(measured: ResNet-50 on an H100, 697 vs 4,431 member-img/s; ResNet-8 on a 2-core CPU, 4.5x).
+"""
+from __future__ import annotations
+
+from typing import Any, Callable, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+STRATEGIES = ("auto", "unroll", "map", "vmap")
+
+# Above this many members an unrolled program compiles slowly; lax.map keeps compile time flat.
+_MAX_UNROLL = 8
+
+
+def stack(trees: Sequence[Any]) -> Any:
+  """Stacks K pytrees of equal structure into one pytree with a leading member axis."""
+  if not trees:
+    raise ValueError("stack() needs at least one pytree.")
+  return jax.tree.map(lambda *leaves: jnp.stack(leaves), *trees)
+
+
+def unstack(tree: Any) -> list[Any]:
+  """Inverse of ``stack``: the K member pytrees of a stacked pytree."""
+  return [take(tree, k) for k in range(num_members(tree))]
+
+
+def take(tree: Any, index) -> Any:
+  """Member ``index`` (an int) or members ``index`` (a sequence) of a stacked pytree."""
+  if isinstance(index, (list, tuple, np.ndarray)):
+    index = np.asarray(index, dtype=np.int32)
+  return jax.tree.map(lambda leaf: leaf[index], tree)
+
+
+def concat(trees: Sequence[Any]) -> Any:
+  """Joins stacked pytrees along the member axis (``None`` entries are skipped)."""
+  trees = [t for t in trees if t is not None]
+  return jax.tree.map(lambda *leaves: jnp.concatenate(leaves), *trees)
+
+
+def broadcast(tree: Any, k: int) -> Any:
+  """K identical copies of one (unstacked) pytree, stacked."""
+  return jax.tree.map(lambda leaf: jnp.broadcast_to(leaf, (k,) + jnp.shape(leaf)), tree)
+
+
+def num_members(tree: Any) -> int:
+  leaves = jax.tree.leaves(tree)
+  if not leaves:
+    raise ValueError("Empty pytree has no member axis.")
+  return int(leaves[0].shape[0])
+
+
+def mean(tree: Any) -> Any:
+  """Mean over the member axis (a uniform weight average)."""
+  return jax.tree.map(lambda leaf: jnp.mean(leaf, axis=0), tree)
+
+
+def resolve_strategy(strategy: str, num: int, backend: str | None = None) -> str:
+  """Picks the concrete strategy for ``auto``.
+
+  ``unroll`` matched a Python loop of separately jitted steps on CPU and on an H100 for both
+  ResNet-8/18 and ResNet-50; ``lax.map`` was as fast on GPU but ~10x slower on CPU; ``vmap`` lost
+  everywhere for convolutional nets. Large K switches to ``map`` to bound compile time.
+  """
+  if strategy not in STRATEGIES:
+    raise ValueError(f"Unknown member strategy {strategy!r}; choose one of {STRATEGIES}.")
+  if strategy != "auto":
+    return strategy
+  backend = backend or jax.default_backend()
+  if num <= _MAX_UNROLL or backend == "cpu":
+    return "unroll"
+  return "map"
+
+
+def member_map(fn: Callable[..., Any], strategy: str) -> Callable[..., Any]:
+  """Lifts ``fn(*member_args)`` to stacked arguments (every leaf has a leading member axis).
+
+  Use it inside ``jax.jit``. All strategies compute the same function; they differ in the
+  program XLA sees.
+  """
+
+  def lifted(*args):
+    k = num_members(args)
+    concrete = resolve_strategy(strategy, k)
+    if concrete == "vmap":
+      return jax.vmap(fn)(*args)
+    if concrete == "map":
+      return jax.lax.map(lambda a: fn(*a), args)
+    return stack([fn(*take(args, i)) for i in range(k)])
+
+  return lifted

@@ -1,0 +1,109 @@
+"""Results table, JSON, plots and metric writers."""
+from __future__ import annotations
+
+import json
+import logging
+import os
+from typing import Any
+
+import numpy as np
+
+_COLUMNS = ("accuracy", "nll", "ece", "brier")
+
+
+def rows(results: dict[str, Any]) -> list[tuple[str, dict[str, float]]]:
+  """(name, metrics) of every model the run evaluated, the first fine-tuned model first."""
+  ens = results["test"]
+  out = [(f"member {k} ({name})", m)
+         for k, (name, m) in enumerate(zip(results["member_names"], ens["members"]))]
+  out.append((f"ensemble of {len(ens['members'])} ({results['method']})", ens["ensemble"]))
+  for name, soup in results.get("soups", {}).items():
+    out.append((f"{name} soup ({len(soup['members'])} members)", soup["test"]))
+  return out
+
+
+def table(results: dict[str, Any]) -> str:
+  """A markdown table of test metrics."""
+  lines = ["| model | " + " | ".join(_COLUMNS) + " |", "|---" * (len(_COLUMNS) + 1) + "|"]
+  for name, m in rows(results):
+    lines.append(f"| {name} | " + " | ".join(f"{m[c]:.4f}" for c in _COLUMNS) + " |")
+  div = results["test"]["diversity"]
+  lines.append("")
+  lines.append(f"diversity: disagreement {div['disagreement']:.4f}, "
+               f"KL to ensemble {div['kl_to_ensemble']:.4f}")
+  return "\n".join(lines)
+
+
+def write_json(path: str, results: dict[str, Any]) -> None:
+  tmp = path + ".tmp"
+  with open(tmp, "w") as f:
+    json.dump(results, f, indent=2, default=lambda o: np.asarray(o).tolist())
+  os.replace(tmp, path)
+
+
+def plot_learning_rates(path: str, phases: list[dict[str, Any]]) -> None:
+  """Learning rate of every member over the global step, one line per member."""
+  import matplotlib  # pylint: disable=g-import-not-at-top
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+
+  fig, ax = plt.subplots(figsize=(7, 3.5))
+  offset = 0
+  for phase in phases:
+    table_ = np.asarray(phase["lr_table"])
+    steps = offset + np.arange(len(table_))
+    for j, member in enumerate(phase["members"]):
+      ax.plot(steps, table_[:, j], label=f"member {member} ({phase['name']})")
+    offset += len(table_)
+  ax.set_xlabel("step (phases in order; parallel members share steps)")
+  ax.set_ylabel("learning rate")
+  ax.legend(fontsize=7)
+  fig.tight_layout()
+  fig.savefig(path, dpi=120)
+  plt.close(fig)
+
+
+def plot_size_curve(path: str, results: dict[str, Any]) -> None:
+  """Test accuracy and NLL of the ensemble of the first k members, k = 1..K."""
+  import matplotlib  # pylint: disable=g-import-not-at-top
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+
+  curve = results["test"]["size_curve"]
+  k = np.arange(1, len(curve) + 1)
+  fig, axes = plt.subplots(1, 2, figsize=(8, 3.2))
+  for ax, key in zip(axes, ("accuracy", "nll")):
+    ax.plot(k, [c[key] for c in curve], marker="o", label=results["method"])
+    ax.set_xlabel("ensemble size")
+    ax.set_ylabel(f"test {key}")
+    ax.set_xticks(k)
+    ax.legend()
+  fig.tight_layout()
+  fig.savefig(path, dpi=120)
+  plt.close(fig)
+
+
+class LoggingWriter:
+  """Fallback metric writer (the interface of ``clu.metric_writers``) for machines without TF."""
+
+  def write_scalars(self, step: int, scalars: dict[str, float]) -> None:
+    logging.debug("step %d: %s", step, scalars)
+
+  def write_hparams(self, hparams: dict[str, Any]) -> None:
+    logging.info("hparams: %s", hparams)
+
+  def flush(self) -> None:
+    pass
+
+  def close(self) -> None:
+    pass
+
+
+def create_writer(logdir: str):
+  """clu's default writer (TensorBoard + log) where TensorFlow imports; a logging one otherwise."""
+  try:
+    from clu import metric_writers  # pylint: disable=g-import-not-at-top
+    return metric_writers.create_default_writer(logdir)
+  except ImportError:
+    logging.info("clu.metric_writers unavailable (TensorFlow not installed): metrics go to the log.")
+    return LoggingWriter()

@@ -1,0 +1,45 @@
+"""Learning-rate schedules of the methods, as ``optax`` schedules over the step within a phase.
+
+Every phase of a plan gives each member one schedule ``step -> lr``; the phase runner evaluates
+them once into a table ``[steps, members]`` that the jitted step reads row by row (and that the
+learning-rate plot draws).
+
+- Cosine cycle (fine-tuning, SSE, StarSSE; Loshchilov & Hutter 2017, no warm-up):
+  ``lr(t) = peak * (1 + cos(pi * t / T)) / 2`` for ``t in [0, T)``.
+- FGE triangular cycle of length ``c`` steps (Garipov et al. 2018): with ``u = (t mod c) / c``,
+  ``lr = (1 - 2u) lr_1 + 2u lr_2`` for ``u < 1/2`` and ``(2u - 1) lr_1 + (2 - 2u) lr_2`` otherwise;
+  a member is collected where ``lr = lr_2`` (the middle of each cycle).
+"""
+from __future__ import annotations
+
+import numpy as np
+import optax
+
+
+def cosine_cycle(peak_lr: float, num_steps: int) -> optax.Schedule:
+  """One cosine cycle from ``peak_lr`` to 0 over ``num_steps`` steps."""
+  if peak_lr <= 0 or num_steps <= 0:
+    raise ValueError(f"A cosine cycle needs peak_lr > 0 and num_steps > 0, got {peak_lr}, "
+                     f"{num_steps}.")
+  return optax.schedules.cosine_decay_schedule(init_value=peak_lr, decay_steps=num_steps)
+
+
+def triangular_cycle(lr_1: float, lr_2: float, cycle_steps: int,
+                     offset_steps: int = 0) -> optax.Schedule:
+  """FGE's cycle: linear ``lr_1 -> lr_2`` over half a cycle, then back up; repeats.
+
+  ``offset_steps`` shifts the start, so that a phase can begin mid-cycle (at ``lr_2``).
+  """
+  if cycle_steps < 2:
+    raise ValueError(f"An FGE cycle needs at least 2 steps, got {cycle_steps}.")
+  half = cycle_steps // 2
+  down = optax.schedules.linear_schedule(lr_1, lr_2, half)
+  up = optax.schedules.linear_schedule(lr_2, lr_1, cycle_steps - half)
+  one_cycle = optax.schedules.join_schedules([down, up], boundaries=[half])
+  return lambda step: one_cycle((step + offset_steps) % cycle_steps)
+
+
+def table(schedules, num_steps: int) -> np.ndarray:
+  """Evaluates per-member schedules at steps ``0..num_steps-1``: float32 array ``[steps, K]``."""
+  steps = np.arange(num_steps)
+  return np.stack([np.asarray(s(steps), dtype=np.float32) for s in schedules], axis=1)

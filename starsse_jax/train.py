@@ -1,0 +1,237 @@
+"""One train step for all members, one phase runner, one plan executor.
+
+State of a phase is a dict of stacked pytrees ``{'params', 'batch_stats', 'opt_state'}`` whose
+leaves carry a leading member axis. Each method is only a plan (``methods.py``); everything here is
+shared by all of them, pre-training included.
+"""
+from __future__ import annotations
+
+import dataclasses
+import functools
+import logging
+import time
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from starsse_jax import checkpoint, data as data_lib, members, methods, schedules
+
+State = dict[str, Any]
+
+
+class NonFiniteLossError(FloatingPointError):
+  """Training produced NaN or inf; the message names the member, phase and step."""
+
+
+def make_optimizer(weight_decay: float, momentum: float) -> optax.GradientTransformation:
+  """SGD with momentum and L2 weight decay, as PyTorch's ``SGD(weight_decay=...)``.
+
+  ``buf = momentum * buf + (g + wd * w)``, ``w -= lr * buf``. The learning rate is an injected
+  hyperparameter so that each member can follow its own schedule inside one jitted step.
+  """
+
+  def sgd(learning_rate):
+    return optax.chain(optax.add_decayed_weights(weight_decay),
+                       optax.sgd(learning_rate, momentum=momentum))
+
+  return optax.inject_hyperparams(sgd)(learning_rate=0.0)
+
+
+def _with_learning_rate(opt_state, lr):
+  return opt_state._replace(hyperparams={**opt_state.hyperparams, "learning_rate": lr})
+
+
+@dataclasses.dataclass(frozen=True)
+class Trainer:
+  """What the step needs that is fixed for a whole run."""
+  model: Any
+  tx: optax.GradientTransformation
+  mean: np.ndarray
+  std: np.ndarray
+  crop_padding: int
+  flip: bool
+  strategy: str
+  seed: int
+
+  def init_variables(self, seed: int, image_shape) -> dict[str, Any]:
+    return _init(self.model, seed, tuple(image_shape))
+
+  @functools.cached_property
+  def step(self) -> Callable[..., tuple[State, dict[str, jax.Array]]]:
+    return _make_step(self)
+
+
+@functools.lru_cache(maxsize=None)
+def _init_fn(model):
+  return jax.jit(lambda key, x: model.init(key, x, train=False))
+
+
+def _init(model, seed, image_shape):
+  variables = _init_fn(model)(jax.random.key(seed), jnp.zeros((1,) + image_shape, jnp.float32))
+  return {"params": variables["params"], "batch_stats": variables["batch_stats"]}
+
+
+def _make_step(tr: Trainer):
+  base_key = jax.random.key(tr.seed)
+
+  def member_step(state, member_seed, images, labels, lr, step):
+    rng = jax.random.fold_in(jax.random.fold_in(base_key, member_seed), step)
+    x = data_lib.normalize(data_lib.augment(rng, images, tr.crop_padding, tr.flip), tr.mean, tr.std)
+
+    def loss_fn(params):
+      logits, updates = tr.model.apply({"params": params, "batch_stats": state["batch_stats"]}, x,
+                                       train=True, mutable=["batch_stats"])
+      loss = optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
+      return loss, (updates["batch_stats"], logits)
+
+    (loss, (batch_stats, logits)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+        state["params"])
+    opt_state = _with_learning_rate(state["opt_state"], lr)
+    updates, opt_state = tr.tx.update(grads, opt_state, state["params"])
+    new_state = {"params": optax.apply_updates(state["params"], updates),
+                 "batch_stats": batch_stats, "opt_state": opt_state}
+    metrics = {"loss": loss, "accuracy": jnp.mean(jnp.argmax(logits, -1) == labels)}
+    return new_state, metrics
+
+  @functools.partial(jax.jit, donate_argnums=0)
+  def step(states, member_seeds, images, labels, batch_idx, lrs, step_index):
+    """Advances every member by one step. ``batch_idx`` is ``[K, B]`` indices into the data."""
+
+    def one(state, member_seed, idx, lr):
+      return member_step(state, member_seed, images[idx], labels[idx], lr, step_index)
+
+    return members.member_map(one, tr.strategy)(states, member_seeds, batch_idx, lrs)
+
+  return step
+
+
+# ------------------------------------------------------------------------------- phases
+
+
+@dataclasses.dataclass
+class PhaseResult:
+  name: str
+  states: State
+  lr_table: np.ndarray  # [steps, members]
+  history: list[dict[str, Any]]
+
+
+def data_order(seed: int, num_examples: int, batch_size: int, epoch: int) -> np.ndarray:
+  """One member's batches for one epoch, ``[steps_per_epoch, batch]`` (remainder dropped)."""
+  steps = num_examples // batch_size
+  perm = np.random.default_rng([seed, epoch]).permutation(num_examples)
+  return perm[:steps * batch_size].reshape(steps, batch_size)
+
+
+def run_phase(trainer: Trainer, states: State, member_seeds: np.ndarray, split: data_lib.Split,
+              lr_table: np.ndarray, batch_size: int, name: str, first_member: int = 0,
+              log_every: int = 50, writer=None, step_offset: int = 0) -> PhaseResult:
+  """Trains the stacked members of one phase for ``len(lr_table)`` steps.
+
+  Member k reads its own data order (seeded by ``member_seeds[k]``) and its own column of
+  ``lr_table``. Logs loss, accuracy and an ETA every ``log_every`` steps, and stops with
+  ``NonFiniteLossError`` naming the member if a loss is NaN or inf.
+  """
+  num_steps, k = lr_table.shape
+  n = len(split)
+  if batch_size > n:
+    raise ValueError(f"Phase {name!r}: batch size {batch_size} is larger than the {n} training "
+                     "images; lower the batch size.")
+  steps_per_epoch = n // batch_size
+  images, labels = jnp.asarray(split.images), jnp.asarray(split.labels)
+  seeds = jnp.asarray(member_seeds, jnp.int32)
+  history, start, order = [], time.perf_counter(), None
+  for t in range(num_steps):
+    epoch, i = divmod(t, steps_per_epoch)
+    if i == 0:
+      order = jnp.asarray(np.stack(
+          [data_order(int(s), n, batch_size, epoch) for s in member_seeds], axis=1))
+    states, metrics = trainer.step(states, seeds, images, labels, order[i], lr_table[t], t)
+    if (t + 1) % log_every == 0 or t + 1 == num_steps:
+      metrics = jax.device_get(metrics)
+      _check_finite(metrics["loss"], name, t, first_member)
+      elapsed = time.perf_counter() - start
+      eta = elapsed / (t + 1) * (num_steps - t - 1)
+      logging.info("%s step %d/%d  loss %s  acc %s  lr %s  %.1f steps/s  ETA %s", name, t + 1,
+                   num_steps, _fmt(metrics["loss"]), _fmt(metrics["accuracy"]),
+                   _fmt(lr_table[t]), (t + 1) / elapsed, _fmt_time(eta))
+      row = {"step": step_offset + t + 1, "phase": name,
+             **{f"{key}/member_{first_member + m}": float(v[m])
+                for key, v in metrics.items() for m in range(k)}}
+      history.append(row)
+      if writer is not None:
+        writer.write_scalars(row["step"], {key: v for key, v in row.items()
+                                           if key not in ("step", "phase")})
+  return PhaseResult(name, states, lr_table, history)
+
+
+def _check_finite(losses, phase: str, step: int, first_member: int) -> None:
+  bad = np.flatnonzero(~np.isfinite(np.asarray(losses)))
+  if bad.size:
+    raise NonFiniteLossError(
+        f"Loss is {losses[bad[0]]} for member {first_member + int(bad[0])} in phase {phase!r} at "
+        f"step {step + 1}. The learning rate is likely too high: lower lr (or lr_ratio) and rerun.")
+
+
+def _fmt(values) -> str:
+  return "[" + " ".join(f"{float(v):.4g}" for v in np.atleast_1d(values)) + "]"
+
+
+def _fmt_time(seconds: float) -> str:
+  m, s = divmod(int(seconds), 60)
+  return f"{m}m{s:02d}s"
+
+
+# ------------------------------------------------------------------------------- plans
+
+
+def start_states(trainer: Trainer, phase: methods.Phase, ensemble: State | None,
+                 pretrained: dict[str, Any] | None, image_shape, member_ids) -> State:
+  """The stacked starting state of each member of ``phase`` (see ``methods.Start``)."""
+  variables = []
+  for start, member_id in zip(phase.starts, member_ids):
+    if start.kind == "init":
+      variables.append(trainer.init_variables(trainer.seed * 1000 + start.index, image_shape))
+    elif start.kind == "pretrained":
+      fresh = trainer.init_variables(trainer.seed * 1000 + 500 + member_id, image_shape)
+      variables.append(checkpoint.with_new_head(members.take(pretrained, start.index), fresh))
+    elif start.kind == "member":
+      source = members.take(ensemble, start.index)
+      keep_opt = not phase.reset_optimizer
+      variables.append(source if keep_opt else
+                       {"params": source["params"], "batch_stats": source["batch_stats"]})
+    else:
+      raise ValueError(f"Unknown start kind {start.kind!r}.")
+  stacked = members.stack(variables)
+  if "opt_state" not in stacked:
+    stacked["opt_state"] = jax.vmap(trainer.tx.init)(stacked["params"])
+  return stacked
+
+
+def run_plan(trainer: Trainer, plan: list[methods.Phase], split: data_lib.Split,
+             batch_size: int, pretrained: dict[str, Any] | None = None, log_every: int = 50,
+             writer=None) -> tuple[State, list[PhaseResult]]:
+  """Runs the phases in order; returns the ensemble (members in plan order) and each phase."""
+  ensemble, results, step_offset = None, [], 0
+  for phase_index, phase in enumerate(plan):
+    first = 0 if ensemble is None else members.num_members(ensemble)
+    ids = list(range(first, first + phase.num_members))
+    if any(s.kind == "pretrained" for s in phase.starts) and pretrained is None:
+      raise ValueError(f"Phase {phase.name!r} starts from a pre-trained checkpoint; none given.")
+    states = start_states(trainer, phase, ensemble, pretrained, split.images.shape[1:], ids)
+    # Data order and augmentation are seeded by (run seed, phase, member) only: a member's
+    # batches do not depend on how many other members share its step.
+    seeds = np.asarray([trainer.seed * 1_000_003 + phase_index * 1009 + i for i in ids])
+    lr_table = schedules.table(phase.schedules, phase.num_steps)
+    logging.info("Phase %d/%d %r: members %s, %d steps", phase_index + 1, len(plan), phase.name,
+                 ids, phase.num_steps)
+    result = run_phase(trainer, states, seeds, split, lr_table, batch_size, phase.name,
+                       first_member=first, log_every=log_every, writer=writer,
+                       step_offset=step_offset)
+    step_offset += phase.num_steps
+    results.append(result)
+    ensemble = members.concat([ensemble, result.states])
+  return ensemble, results
