@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from starsse_jax import (checkpoint, configlib, evaluate as eval_lib, members, methods, metrics,
+from starsse_jax import (checkpoint, configlib, inference, members, methods, metrics,
                          models, report, soups, train)
 from starsse_jax.data import TransferData, load_transfer_data
 
@@ -127,7 +127,7 @@ def finetune(config, data: TransferData, pretrained: dict[str, Any], writer=None
 
 
 def _predict(config, data: TransferData, model, variables, images) -> np.ndarray:
-  return eval_lib.predict(model, variables, images, data.mean, data.std, config.eval.batch_size,
+  return inference.predict(model, variables, images, data.mean, data.std, config.eval.batch_size,
                           config.execution.member_strategy)
 
 
@@ -138,7 +138,7 @@ def make_soups(config, data: TransferData, ens: Ensemble) -> dict[str, Any]:
 
   def finish(soup_params) -> dict[str, Any]:
     stacked = members.broadcast(soup_params, 1)
-    stats = eval_lib.recompute_batch_stats(
+    stats = inference.recompute_batch_stats(
         ens.model, stacked, template, data.target_train.images, data.mean, data.std,
         config.eval.bn_batch_size, config.execution.member_strategy)
     return {"params": stacked, "batch_stats": stats}

@@ -1,0 +1,57 @@
+"""Shared fixtures: tiny configs and a small synthetic transfer split for fast unit tests."""
+import os
+import sys
+
+import numpy as np
+import pytest
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, REPO)
+
+from starsse_jax import configlib  # noqa: E402
+from starsse_jax.data import Split, TransferData  # noqa: E402
+
+FASHION_DIR = "/usr/share/datasets/fashion-mnist"
+
+
+def tiny_config(method="starsse", members=3):
+  """A configuration whose every phase runs in a few steps on a tiny model."""
+  c = configlib.base_config()
+  c.method = method
+  c.num_members = members
+  c.log_every_steps = 2
+  c.model.stage_sizes = (1,)
+  c.model.width = 4
+  c.pretrain.epochs = 1.0
+  c.pretrain.batch_size = 16
+  c.pretrain.lr = 0.05
+  c.finetune.epochs = 2.0
+  c.finetune.batch_size = 8
+  c.finetune.fge_cycle_epochs = 2
+  c.eval.batch_size = 32
+  c.eval.bn_batch_size = 8
+  return c
+
+
+def synthetic_transfer(seed=0, n_source=64, n_train=24, n_val=16, n_test=40, size=10,
+                       classes=3) -> TransferData:
+  """Random images whose class shifts their brightness, so a model can learn something."""
+  rng = np.random.default_rng(seed)
+
+  def split(n):
+    labels = rng.integers(0, classes, n).astype(np.int32)
+    images = rng.integers(0, 120, (n, size, size, 1)) + labels[:, None, None, None] * 60
+    return Split(images.astype(np.uint8), labels)
+
+  return TransferData(split(n_source), split(n_train), split(n_val), split(n_test), classes,
+                      classes, mean=np.array([0.5], np.float32), std=np.array([0.3], np.float32))
+
+
+@pytest.fixture
+def tiny():
+  return tiny_config()
+
+
+@pytest.fixture
+def synthetic():
+  return synthetic_transfer()

@@ -1,0 +1,57 @@
+"""The command line, end to end, on the real Fashion-MNIST files with the tiny config."""
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from conftest import REPO
+
+TINY = ["--config=configs/tiny.py", "--config.model.width=4",
+        "--config.data.target_train_per_class=10", "--config.data.target_val_per_class=4"]
+
+
+def _main(*args, workdir):
+  return subprocess.run([sys.executable, "-m", "starsse_jax.main", f"--workdir={workdir}", *args],
+                        cwd=REPO, capture_output=True, text=True, timeout=600)
+
+
+def test_starsse_end_to_end_then_reuse_pretrained(tmp_path):
+  run = _main(*TINY, workdir=tmp_path)
+  assert run.returncode == 0, run.stderr[-3000:]
+  assert "| ensemble of 3 (starsse) |" in run.stdout
+  assert "| greedy soup" in run.stdout and "| uniform soup (3 members) |" in run.stdout
+  results = json.loads((tmp_path / "results.json").read_text())
+  assert results["member_names"] == ["finetune[0]", "star_branches[0]", "star_branches[1]"]
+  assert [p["name"] for p in results["phases"]] == ["finetune", "star_branches"]
+  assert all(0 <= m["accuracy"] <= 1 for m in results["test"]["members"])
+  for name in ("learning_rates.png", "ensemble_size.png"):
+    assert (tmp_path / name).stat().st_size > 1000
+  assert (tmp_path / "pretrained").is_dir()
+
+  # Second method in the same workdir reuses the pre-trained checkpoint.
+  again = _main(*TINY, "--config.method=sse", workdir=tmp_path)
+  assert again.returncode == 0, again.stderr[-3000:]
+  assert "Reusing 1 pre-trained checkpoint(s)" in again.stderr
+  assert "| ensemble of 3 (sse) |" in again.stdout
+
+  # A config whose model differs from the cached checkpoint is refused before training.
+  wrong = _main(*TINY[:-3], "--config.model.width=6", *TINY[2:], workdir=tmp_path)
+  assert wrong.returncode != 0
+  assert "CheckpointMismatchError" in wrong.stderr and "is float32[" in wrong.stderr
+  assert "Phase 1/" not in wrong.stderr
+
+
+@pytest.mark.parametrize("override,message", [
+    ("--config.method=bagging", "method='bagging' is unknown"),
+    ("--config.num_members=0", "needs at least 1 member"),
+    ("--config.finetune.cycle_ratio=0", "finetune.cycle_ratio=0"),
+    ("--config.data.fashion_mnist_dir=/nonexistent", "apt-get install dataset-fashion-mnist"),
+    ("--config.finetune.batch_size=5000", "finetune.batch_size=5000 is larger than the 50"),
+])
+def test_bad_input_fails_before_training(tmp_path, override, message):
+  run = _main(*TINY, override, workdir=tmp_path)
+  assert run.returncode != 0
+  assert message in run.stderr, run.stderr[-2000:]
+  assert "Pre-training" not in run.stderr

@@ -1,0 +1,136 @@
+import jax
+import numpy as np
+import pytest
+
+from conftest import tiny_config
+from starsse_jax import api, members, methods, models, train
+
+
+def _trainer(config, data, classes, strategy="auto"):
+  model = models.build_model(config.model, classes)
+  config.execution.member_strategy = strategy
+  return api._trainer(config, model, data, config.finetune)  # pylint: disable=protected-access
+
+
+def _pretrained(config, data, n=1):
+  trainer = _trainer(config, data, data.num_source_classes)
+  return members.stack([trainer.init_variables(100 + k, data.image_shape) for k in range(n)])
+
+
+def _budget(k, steps_per_epoch=3):
+  return methods.Budget(num_members=k, steps_per_epoch=steps_per_epoch, epochs=1.0, lr=0.05,
+                        lr_ratio=0.5, cycle_ratio=1.0)
+
+
+def _assert_trees_equal(a, b):
+  jax.tree.map(np.testing.assert_array_equal, a, b)
+
+
+def test_starsse_branches_start_bit_identical_to_member_one(synthetic):
+  config = tiny_config()
+  trainer = _trainer(config, synthetic, synthetic.num_target_classes)
+  plan = methods.build_plan("starsse", _budget(4))
+  ensemble, _ = train.run_plan(trainer, plan[:1], synthetic.target_train, 8,
+                               pretrained=_pretrained(config, synthetic))
+  starts = train.start_states(trainer, plan[1], ensemble, None, synthetic.image_shape, [1, 2, 3])
+  member_one = members.take(ensemble, 0)
+  for k in range(3):
+    branch = members.take(starts, k)
+    _assert_trees_equal(branch["params"], member_one["params"])  # head included
+    _assert_trees_equal(branch["batch_stats"], member_one["batch_stats"])
+    # Optimizer state is reset at the start of the cycle (momentum zero).
+    assert all(np.all(np.asarray(x) == 0) for x in jax.tree.leaves(branch["opt_state"])
+               if np.ndim(x) > 0)
+
+
+def test_sse_member_starts_from_the_previous_member(synthetic):
+  config = tiny_config()
+  trainer = _trainer(config, synthetic, synthetic.num_target_classes)
+  plan = methods.build_plan("sse", _budget(3))
+  ensemble, _ = train.run_plan(trainer, plan[:2], synthetic.target_train, 8,
+                               pretrained=_pretrained(config, synthetic))
+  starts = train.start_states(trainer, plan[2], ensemble, None, synthetic.image_shape, [2])
+  _assert_trees_equal(members.take(starts, 0)["params"], members.take(ensemble, 1)["params"])
+  with pytest.raises(AssertionError):
+    _assert_trees_equal(members.take(starts, 0)["params"], members.take(ensemble, 0)["params"])
+
+
+def test_finetune_replaces_the_head_and_keeps_the_body(synthetic):
+  config = tiny_config()
+  trainer = _trainer(config, synthetic, synthetic.num_target_classes)
+  pre = _pretrained(config, synthetic, n=2)
+  plan = methods.build_plan("global_de", _budget(2))
+  starts = train.start_states(trainer, plan[0], None, pre, synthetic.image_shape, [0, 1])
+  for k in range(2):
+    body = lambda t: {n: v for n, v in t["params"].items() if n != models.HEAD}
+    _assert_trees_equal(body(members.take(starts, k)), body(members.take(pre, k)))
+  heads = starts["params"][models.HEAD]["kernel"]
+  assert not np.array_equal(heads[0], heads[1])  # a new seeded head per member
+
+
+def test_members_advance_independently_of_their_companions(synthetic):
+  """Member 0 of a 3-member Local DE equals a 1-member run: same data order, lr, augmentation."""
+  config = tiny_config()
+  trainer = _trainer(config, synthetic, synthetic.num_target_classes)
+  pre = _pretrained(config, synthetic)
+  ens3, _ = train.run_plan(trainer, methods.build_plan("local_de", _budget(3)),
+                           synthetic.target_train, 8, pretrained=pre)
+  ens1, _ = train.run_plan(trainer, methods.build_plan("local_de", _budget(1)),
+                           synthetic.target_train, 8, pretrained=pre)
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6),
+               members.take(ens3, 0)["params"], members.take(ens1, 0)["params"])
+  assert not np.allclose(ens3["params"]["head"]["kernel"][0], ens3["params"]["head"]["kernel"][1])
+
+
+@pytest.mark.parametrize("strategy", ["map", "vmap"])
+def test_strategies_give_the_same_training(synthetic, strategy):
+  config = tiny_config()
+  pre = _pretrained(config, synthetic)
+  plan = methods.build_plan("local_de", _budget(2))
+  runs = {}
+  for s in ("unroll", strategy):
+    trainer = _trainer(config, synthetic, synthetic.num_target_classes, s)
+    runs[s], _ = train.run_plan(trainer, plan, synthetic.target_train, 8, pretrained=pre)
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5),
+               runs["unroll"]["params"], runs[strategy]["params"])
+
+
+def test_learning_rate_follows_the_table(synthetic):
+  """With lr 0 a member's weights do not move (weight decay scales with lr too)."""
+  config = tiny_config()
+  trainer = _trainer(config, synthetic, synthetic.num_target_classes)
+  start = members.stack([trainer.init_variables(0, synthetic.image_shape)] * 2)
+  start["opt_state"] = jax.vmap(trainer.tx.init)(start["params"])
+  before = jax.tree.map(np.array, start["params"])
+  table = np.array([[0.0, 0.1]] * 3, np.float32)
+  result = train.run_phase(trainer, start, np.array([1, 2]), synthetic.target_train, table, 8, "t")
+  _assert_trees_equal(members.take(result.states["params"], 0), members.take(before, 0))
+  assert not np.array_equal(result.states["params"]["head"]["kernel"][1],
+                            before["head"]["kernel"][1])
+
+
+def test_nonfinite_loss_names_member_phase_and_step(synthetic):
+  config = tiny_config()
+  trainer = _trainer(config, synthetic, synthetic.num_target_classes)
+  start = members.stack([trainer.init_variables(0, synthetic.image_shape)] * 2)
+  start["opt_state"] = jax.vmap(trainer.tx.init)(start["params"])
+  table = np.array([[0.01, 1e30]] * 4, np.float32)
+  with pytest.raises(train.NonFiniteLossError, match=r"member 6 in phase 'boom' at step \d"):
+    train.run_phase(trainer, start, np.array([1, 2]), synthetic.target_train, table, 8, "boom",
+                    first_member=5, log_every=1)
+
+
+def test_batch_larger_than_data_is_rejected(synthetic):
+  config = tiny_config()
+  trainer = _trainer(config, synthetic, synthetic.num_target_classes)
+  with pytest.raises(ValueError, match="batch size 100 is larger than the 24 training images"):
+    train.run_plan(trainer, methods.build_plan("local_de", _budget(1)), synthetic.target_train,
+                   100, pretrained=_pretrained(config, synthetic))
+
+
+def test_data_order_is_a_seeded_permutation():
+  a = train.data_order(3, 10, 3, epoch=0)
+  assert a.shape == (3, 3) and len(set(a.ravel())) == 9
+  np.testing.assert_array_equal(a, train.data_order(3, 10, 3, epoch=0))
+  assert not np.array_equal(a, train.data_order(3, 10, 3, epoch=1))
+  assert not np.array_equal(a, train.data_order(4, 10, 3, epoch=0))
