@@ -18,7 +18,8 @@ def rows(results: dict[str, Any]) -> list[tuple[str, dict[str, float]]]:
          for k, (name, m) in enumerate(zip(results["member_names"], ens["members"]))]
   out.append((f"ensemble of {len(ens['members'])} ({results['method']})", ens["ensemble"]))
   for name, soup in results.get("soups", {}).items():
-    out.append((f"{name} soup ({len(soup['members'])} members)", soup["test"]))
+    n = len(soup["members"])
+    out.append((f"{name} soup ({n} member{'s' if n != 1 else ''})", soup["test"]))
   return out
 
 

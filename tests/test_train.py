@@ -134,3 +134,15 @@ def test_data_order_is_a_seeded_permutation():
   np.testing.assert_array_equal(a, train.data_order(3, 10, 3, epoch=0))
   assert not np.array_equal(a, train.data_order(3, 10, 3, epoch=1))
   assert not np.array_equal(a, train.data_order(4, 10, 3, epoch=0))
+
+
+@pytest.mark.parametrize("method", sorted(methods.METHODS))
+def test_every_method_fine_tunes_k_members(synthetic, method):
+  config = tiny_config(method, members=3)
+  pre = _pretrained(config, synthetic, n=3)
+  ens = api.finetune(config, synthetic, pre)
+  assert ens.num_members == 3 and members.num_members(ens.variables) == 3
+  assert len(ens.member_names) == 3
+  assert all(np.all(np.isfinite(np.asarray(x))) for x in jax.tree.leaves(ens.variables))
+  lr = np.concatenate([p["lr_table"].ravel() for p in ens.phases])
+  assert lr.max() <= max(config.finetune.lr, config.finetune.fge_lr_1) + 1e-7 and lr.min() >= 0
