@@ -19,10 +19,11 @@ import tempfile
 import time
 from typing import Any
 
+import jax
 import numpy as np
 
 from starsse_jax import (checkpoint, configlib, inference, members, methods, metrics,
-                         models, report, soups, train)
+                         models, report, resume, soups, train)
 from starsse_jax.data import TransferData, load_transfer_data
 
 __all__ = ["Ensemble", "load_transfer_data", "pretrain", "finetune", "evaluate", "make_soups",
@@ -46,7 +47,20 @@ def _trainer(config, model, data: TransferData, opt_config) -> train.Trainer:
   return train.Trainer(
       model=model, tx=train.make_optimizer(opt_config.weight_decay, opt_config.momentum),
       mean=data.mean, std=data.std, crop_padding=config.data.crop_padding,
-      flip=config.data.flip, strategy=config.execution.member_strategy, seed=config.seed)
+      flip=config.data.flip, strategy=config.execution.member_strategy, seed=config.seed,
+      num_devices=config.execution.num_devices, image_size=config.data.image_size)
+
+
+def _checkpointer(config, trainer: train.Trainer, data: TransferData, workdir: str | None,
+                  kind: str, fields) -> resume.RunCheckpointer | None:
+  """Progress checkpoints in ``WORKDIR/checkpoints/KIND-HASH``; HASH names the settings that
+  determine the run, so reruns of the same config resume and other configs start their own."""
+  if not workdir:
+    return None
+  fp = resume.fingerprint({k: v for k, v in config.to_dict().items() if k in fields})
+  variables = trainer.init_variables(0, data.image_shape)
+  template = {**variables, "opt_state": trainer.tx.init(variables["params"])}
+  return resume.RunCheckpointer(os.path.join(workdir, "checkpoints", f"{kind}-{fp}"), template)
 
 
 def _check_batch(batch_size: int, num_examples: int, field: str, what: str) -> None:
@@ -55,7 +69,8 @@ def _check_batch(batch_size: int, num_examples: int, field: str, what: str) -> N
                      "or use more data.")
 
 
-def pretrain(config, data: TransferData, workdir: str | None = None, writer=None) -> dict[str, Any]:
+def pretrain(config, data: TransferData, workdir: str | None = None, writer=None,
+             stop: resume.StopRequest | None = None) -> dict[str, Any]:
   """Stacked pre-trained variables (``pretrain.num_checkpoints`` members) for the source task.
 
   Reuses the checkpoint in ``pretrain.checkpoint_dir`` (default ``WORKDIR/pretrained``) after
@@ -66,7 +81,7 @@ def pretrain(config, data: TransferData, workdir: str | None = None, writer=None
       os.path.join(workdir, "pretrained") if workdir else None)
   model = models.build_model(config.model, data.num_source_classes)
   trainer = _trainer(config, model, data, config.pretrain)
-  expected = trainer.init_variables(0, data.image_shape)
+  expected = trainer.init_variables(0, data.image_shape)  # at the training resolution
   needed = config.pretrain.num_checkpoints
   if directory and checkpoint.exists(directory):
     variables, meta = checkpoint.restore(directory)
@@ -84,8 +99,12 @@ def pretrain(config, data: TransferData, workdir: str | None = None, writer=None
   plan = methods.pretrain_plan(needed, len(data.source_train) // config.pretrain.batch_size,
                                config.pretrain.epochs, config.pretrain.lr)
   logging.info("Pre-training %d model(s) on %d source images.", needed, len(data.source_train))
-  states, _ = train.run_plan(trainer, plan, data.source_train, config.pretrain.batch_size,
-                             log_every=config.log_every_steps, writer=writer)
+  states, _ = train.run_plan(
+      trainer, plan, data.source_train, config.pretrain.batch_size,
+      log_every=config.log_every_steps, writer=writer,
+      checkpointer=_checkpointer(config, trainer, data, workdir, "pretrain",
+                                 ("seed", "data", "model", "pretrain")),
+      save_every=config.checkpoint_every_steps, stop=stop)
   variables = {"params": states["params"], "batch_stats": states["batch_stats"]}
   if directory:
     checkpoint.save(directory, 0, variables, {
@@ -95,8 +114,13 @@ def pretrain(config, data: TransferData, workdir: str | None = None, writer=None
   return variables
 
 
-def finetune(config, data: TransferData, pretrained: dict[str, Any], writer=None) -> Ensemble:
-  """Fine-tunes ``config.num_members`` members on the target task with ``config.method``."""
+def finetune(config, data: TransferData, pretrained: dict[str, Any], writer=None,
+             workdir: str | None = None, stop: resume.StopRequest | None = None) -> Ensemble:
+  """Fine-tunes ``config.num_members`` members on the target task with ``config.method``.
+
+  With a ``workdir`` the progress is checkpointed (see ``resume``) and a rerun resumes it; the
+  latest checkpoint of a finished run holds the whole ensemble.
+  """
   needed = methods.checkpoints_needed(config.method, config.num_members)
   have = members.num_members(pretrained)
   if have < needed:
@@ -112,9 +136,13 @@ def finetune(config, data: TransferData, pretrained: dict[str, Any], writer=None
   plan = methods.build_plan(config.method, budget)
   model = models.build_model(config.model, data.num_target_classes)
   trainer = _trainer(config, model, data, ft)
+  checkpointer = _checkpointer(config, trainer, data, workdir, config.method,
+                               ("seed", "method", "num_members", "data", "model", "pretrain",
+                                "finetune"))
   states, phases = train.run_plan(trainer, plan, data.target_train, ft.batch_size,
                                   pretrained=pretrained, log_every=config.log_every_steps,
-                                  writer=writer)
+                                  writer=writer, checkpointer=checkpointer,
+                                  save_every=config.checkpoint_every_steps, stop=stop)
   names, phase_info, first = [], [], 0
   for phase in phases:
     k = phase.lr_table.shape[1]
@@ -128,7 +156,7 @@ def finetune(config, data: TransferData, pretrained: dict[str, Any], writer=None
 
 def _predict(config, data: TransferData, model, variables, images) -> np.ndarray:
   return inference.predict(model, variables, images, data.mean, data.std, config.eval.batch_size,
-                          config.execution.member_strategy)
+                           config.execution.member_strategy, config.data.image_size)
 
 
 def make_soups(config, data: TransferData, ens: Ensemble) -> dict[str, Any]:
@@ -140,7 +168,7 @@ def make_soups(config, data: TransferData, ens: Ensemble) -> dict[str, Any]:
     stacked = members.broadcast(soup_params, 1)
     stats = inference.recompute_batch_stats(
         ens.model, stacked, template, data.target_train.images, data.mean, data.std,
-        config.eval.bn_batch_size, config.execution.member_strategy)
+        config.eval.bn_batch_size, config.execution.member_strategy, config.data.image_size)
     return {"params": stacked, "batch_stats": stats}
 
   def val_accuracy(soup_params) -> float:
@@ -189,10 +217,13 @@ def _check_workdir(workdir: str) -> None:
 def run(config, workdir: str) -> dict[str, Any]:
   """The whole job: validate, load data, pre-train (or reuse), fine-tune, evaluate, write outputs.
 
-  Writes ``results.json``, ``learning_rates.png`` and ``ensemble_size.png`` to ``workdir`` and
-  returns the results.
+  Writes ``results.json``, ``timing.json``, ``learning_rates.png`` and ``ensemble_size.png`` to
+  ``workdir`` and returns the results (with timing). SIGTERM/SIGINT during training finish the
+  current step, save the progress and raise ``resume.Interrupted``; rerunning resumes.
   """
   configlib.validate(config)
+  if config.execution.distributed:
+    jax.distributed.initialize()  # must precede any other JAX call; reads the TPU/cluster env
   _check_workdir(workdir)
   times = {}
   t = time.perf_counter()
@@ -202,22 +233,26 @@ def run(config, workdir: str) -> dict[str, Any]:
   times["data_s"] = time.perf_counter() - t
   writer = report.create_writer(workdir)
   try:
-    t = time.perf_counter()
-    pretrained = pretrain(config, data, workdir, writer)
-    times["pretrain_s"] = time.perf_counter() - t
-    t = time.perf_counter()
-    ens = finetune(config, data, pretrained, writer)
-    times["finetune_s"] = time.perf_counter() - t
+    with resume.StopRequest() as stop:
+      t = time.perf_counter()
+      pretrained = pretrain(config, data, workdir, writer, stop)
+      times["pretrain_s"] = time.perf_counter() - t
+      t = time.perf_counter()
+      ens = finetune(config, data, pretrained, writer, workdir, stop)
+      times["finetune_s"] = time.perf_counter() - t
     t = time.perf_counter()
     results = evaluate(config, data, ens)
     times["evaluate_s"] = time.perf_counter() - t
   finally:
     writer.close()
-  results["timing"] = {k: round(v, 2) for k, v in times.items()}
   results["phases"] = [{"name": p["name"], "members": p["members"],
                         "steps": len(p["lr_table"]), "history": p["history"]} for p in ens.phases]
   results["config"] = config.to_dict()
   report.write_json(os.path.join(workdir, "results.json"), results)
+  # Timing lives apart so that results.json depends on the config alone (a resumed run's equals
+  # an uninterrupted one's).
+  results["timing"] = {k: round(v, 2) for k, v in times.items()}
+  report.write_json(os.path.join(workdir, "timing.json"), results["timing"])
   report.plot_learning_rates(os.path.join(workdir, "learning_rates.png"), ens.phases)
   report.plot_size_curve(os.path.join(workdir, "ensemble_size.png"), results)
   return results

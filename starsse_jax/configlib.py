@@ -16,6 +16,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.method = "starsse"
   c.num_members = 5
   c.log_every_steps = 50
+  c.checkpoint_every_steps = 200  # progress checkpoints (also at phase ends and on SIGTERM/SIGINT)
 
   c.data = ml_collections.ConfigDict()
   c.data.name = "fashion_mnist"  # or a prepared TFDS dataset, e.g. 'cifar100'
@@ -26,6 +27,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.data.target_train_per_class = 200
   c.data.target_val_per_class = 100
   c.data.crop_padding = 2
+  c.data.image_size = 0  # 0: native size, padded crop; N: random-resized-crop to N px (e.g. 224)
   c.data.flip = True
 
   c.model = ml_collections.ConfigDict()
@@ -64,6 +66,8 @@ def base_config() -> ml_collections.ConfigDict:
 
   c.execution = ml_collections.ConfigDict()
   c.execution.member_strategy = "auto"
+  c.execution.num_devices = 0  # devices a phase spreads over; 0 = all visible
+  c.execution.distributed = False  # jax.distributed.initialize() first (multi-host TPU VMs)
   return c
 
 
@@ -83,6 +87,8 @@ def validate(config: ml_collections.ConfigDict) -> None:
   need(config.execution.member_strategy in members.STRATEGIES,
        f"execution.member_strategy={config.execution.member_strategy!r}; choose one of "
        f"{members.STRATEGIES}.")
+  need(config.execution.num_devices >= 0,
+       f"execution.num_devices={config.execution.num_devices!r}; use 0 (all) or a positive count.")
   need(isinstance(config.num_members, int) and config.num_members >= 1,
        f"num_members={config.num_members!r}; an ensemble needs at least 1 member.")
   positive = {
@@ -102,7 +108,11 @@ def validate(config: ml_collections.ConfigDict) -> None:
   }
   for name, value in positive.items():
     need(value > 0, f"{name}={value!r} must be positive.")
-  for name in ("pretrain.weight_decay", "finetune.weight_decay", "data.crop_padding"):
+  need(config.checkpoint_every_steps >= 0,
+       f"checkpoint_every_steps={config.checkpoint_every_steps!r}; use 0 (phase ends and signals "
+       "only) or a positive count.")
+  for name in ("pretrain.weight_decay", "finetune.weight_decay", "data.crop_padding",
+               "data.image_size"):
     value = config[name.split(".")[0]][name.split(".")[1]]
     need(value >= 0, f"{name}={value!r} must not be negative.")
   for name in ("pretrain.momentum", "finetune.momentum"):

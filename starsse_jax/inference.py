@@ -12,11 +12,11 @@ from starsse_jax import data as data_lib, members
 
 
 @functools.lru_cache(maxsize=None)
-def _predict_fn(model, strategy: str):
+def _predict_fn(model, strategy: str, image_size: int):
 
   @jax.jit
   def predict(variables, images, mean, std):
-    x = data_lib.normalize(images, mean, std)
+    x = data_lib.normalize(data_lib.eval_view(images, image_size), mean, std)
     one = lambda v: jax.nn.softmax(model.apply(v, x, train=False).astype(jnp.float32))
     return members.member_map(one, strategy)(variables)
 
@@ -34,9 +34,9 @@ def _batches(images: np.ndarray, batch_size: int):
 
 
 def predict(model, variables: dict[str, Any], images: np.ndarray, mean, std,
-            batch_size: int = 500, strategy: str = "auto") -> np.ndarray:
+            batch_size: int = 500, strategy: str = "auto", image_size: int = 0) -> np.ndarray:
   """Softmax probabilities ``[K, N, C]`` of stacked ``{'params', 'batch_stats'}`` in eval mode."""
-  fn = _predict_fn(model, strategy)
+  fn = _predict_fn(model, strategy, image_size)
   variables = {"params": variables["params"], "batch_stats": variables["batch_stats"]}
   batch_size = min(batch_size, len(images))
   out = [np.asarray(fn(variables, jnp.asarray(b), mean, std))[:, :n]
@@ -45,13 +45,13 @@ def predict(model, variables: dict[str, Any], images: np.ndarray, mean, std,
 
 
 @functools.lru_cache(maxsize=None)
-def _batch_stats_fn(model, strategy: str):
+def _batch_stats_fn(model, strategy: str, image_size: int):
   # Momentum 0 makes the module's "running" statistics exactly this batch's statistics.
   fresh = model.clone(bn_momentum=0.0)
 
   @jax.jit
   def stats(params, batch_stats, images, mean, std):
-    x = data_lib.normalize(images, mean, std)
+    x = data_lib.normalize(data_lib.eval_view(images, image_size), mean, std)
 
     def one(p, bs):
       _, upd = fresh.apply({"params": p, "batch_stats": bs}, x, train=True,
@@ -64,7 +64,8 @@ def _batch_stats_fn(model, strategy: str):
 
 
 def recompute_batch_stats(model, params: Any, template_stats: Any, images: np.ndarray, mean, std,
-                          batch_size: int = 256, strategy: str = "auto") -> Any:
+                          batch_size: int = 256, strategy: str = "auto",
+                          image_size: int = 0) -> Any:
   """BatchNorm statistics of stacked ``params`` over ``images`` (no augmentation).
 
   As SWA's ``bn_update``: the running mean and variance are reset and replaced by the cumulative
@@ -72,7 +73,7 @@ def recompute_batch_stats(model, params: Any, template_stats: Any, images: np.nd
   average (soups, SWA): the average of members' running statistics does not describe the
   averaged network. ``template_stats`` gives the structure (values are ignored).
   """
-  fn = _batch_stats_fn(model, strategy)
+  fn = _batch_stats_fn(model, strategy, image_size)
   batch_size = min(batch_size, len(images))
   num_batches = len(images) // batch_size  # full batches only: equal weights
   total = None

@@ -5,7 +5,7 @@ Any config field can be overridden, e.g. ``--config.num_members=3 --config.finet
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from starsse_jax import api, report
+from starsse_jax import api, report, resume
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Path to a config file.",
                                           lock_config=True)
@@ -20,7 +20,11 @@ def main(argv):
   logging.set_verbosity(logging.INFO)
   # Orbax logs every step of every save at INFO; keep the run's own progress readable.
   logging.get_absl_handler().addFilter(lambda record: "orbax" not in record.pathname)
-  results = api.run(_CONFIG.value, _WORKDIR.value)
+  try:
+    results = api.run(_CONFIG.value, _WORKDIR.value)
+  except resume.Interrupted as stopped:
+    print(f"\n{stopped}")
+    return 0
   print(f"\nTest metrics on the target task ({_WORKDIR.value}/results.json):\n")
   print(report.table(results))
   print(f"\ntiming (s): {results['timing']}")

@@ -53,12 +53,15 @@ class ResNet(nn.Module):
   small_inputs: bool = True
   bn_momentum: float = 0.9
   dtype: Any = jnp.float32
+  # Mesh axis over which BatchNorm averages batch statistics (data parallelism inside a member).
+  bn_axis_name: str | None = None
 
   @nn.compact
   def __call__(self, x, train: bool = True):
     # BN momentum 0.9 is PyTorch's 0.1 in Flax's convention (the reference code is PyTorch).
     norm = functools.partial(nn.BatchNorm, use_running_average=not train,
-                             momentum=self.bn_momentum, epsilon=1e-5, dtype=self.dtype)
+                             momentum=self.bn_momentum, epsilon=1e-5, dtype=self.dtype,
+                             axis_name=self.bn_axis_name)
     x = x.astype(self.dtype)
     if self.small_inputs:
       x = nn.Conv(self.width, (3, 3), use_bias=False, dtype=self.dtype, name="stem")(x)

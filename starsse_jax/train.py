@@ -17,7 +17,10 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from starsse_jax import checkpoint, data as data_lib, members, methods, schedules
+from jax.sharding import PartitionSpec as P
+
+from starsse_jax import (checkpoint, data as data_lib, members, methods, resume, schedules,
+                         sharding)
 
 State = dict[str, Any]
 
@@ -55,13 +58,25 @@ class Trainer:
   flip: bool
   strategy: str
   seed: int
+  num_devices: int = 1
+  image_size: int = 0  # 0 = native resolution; else random-resized-crop to this size  # devices to spread a phase over (0 = all visible)
 
   def init_variables(self, seed: int, image_shape) -> dict[str, Any]:
+    if self.image_size:
+      image_shape = (self.image_size, self.image_size, image_shape[-1])
     return _init(self.model, seed, tuple(image_shape))
 
   @functools.cached_property
-  def step(self) -> Callable[..., tuple[State, dict[str, jax.Array]]]:
-    return _make_step(self)
+  def _steps(self) -> dict:
+    return {}
+
+  def step_for(self, num_members: int, batch_size: int):
+    """(jitted step, mesh or None) for a phase of ``num_members`` members."""
+    mesh = sharding.choose_mesh(num_members, batch_size, self.num_devices)
+    key = None if mesh is None else (mesh.devices.shape, tuple(d.id for d in mesh.devices.flat))
+    if key not in self._steps:
+      self._steps[key] = _make_step(self, mesh)
+    return self._steps[key], mesh
 
 
 @functools.lru_cache(maxsize=None)
@@ -74,38 +89,64 @@ def _init(model, seed, image_shape):
   return {"params": variables["params"], "batch_stats": variables["batch_stats"]}
 
 
-def _make_step(tr: Trainer):
-  base_key = jax.random.key(tr.seed)
+def _make_step(tr: Trainer, mesh):
+  """The step over stacked members; with a mesh, members and batches are split over devices.
 
-  def member_step(state, member_seed, images, labels, lr, step):
+  On a mesh each device runs the same member function on its members and its slice of their
+  batch; gradients, losses and BatchNorm statistics are averaged over the data axis, and the
+  augmentation of the whole batch is drawn on every device and sliced, so the result matches the
+  single-device step up to floating-point summation order.
+  """
+  base_key = jax.random.key(tr.seed)
+  data_axis = None if mesh is None else sharding.DATA
+  data_shards = 1 if mesh is None else mesh.shape[sharding.DATA]
+  model = tr.model if mesh is None else tr.model.clone(bn_axis_name=data_axis)
+  average = (lambda t: t) if mesh is None else (lambda t: jax.lax.pmean(t, data_axis))
+
+  def member_step(state, member_seed, idx, lr, images, labels, step):
     rng = jax.random.fold_in(jax.random.fold_in(base_key, member_seed), step)
-    x = data_lib.normalize(data_lib.augment(rng, images, tr.crop_padding, tr.flip), tr.mean, tr.std)
+    local = idx.shape[0]
+    aug = data_lib.augment_params(rng, local * data_shards, tr.crop_padding, tr.flip,
+                                  images.shape[1:3], tr.image_size)
+    if mesh is not None:
+      start = jax.lax.axis_index(data_axis) * local
+      aug = jax.tree.map(lambda a: jax.lax.dynamic_slice_in_dim(a, start, local), aug)
+    x = data_lib.apply_augment(images[idx], aug, tr.crop_padding, tr.image_size)
+    x = data_lib.normalize(x, tr.mean, tr.std)
+    y = labels[idx]
 
     def loss_fn(params):
-      logits, updates = tr.model.apply({"params": params, "batch_stats": state["batch_stats"]}, x,
-                                       train=True, mutable=["batch_stats"])
-      loss = optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
+      logits, updates = model.apply({"params": params, "batch_stats": state["batch_stats"]}, x,
+                                    train=True, mutable=["batch_stats"])
+      loss = optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
       return loss, (updates["batch_stats"], logits)
 
     (loss, (batch_stats, logits)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
         state["params"])
+    # Parameters are replicated over the data axis, so shard_map's autodiff already sums their
+    # gradients over it (the transpose of the implicit broadcast): divide to get the mean.
+    grads = jax.tree.map(lambda g: g / data_shards, grads)
     opt_state = _with_learning_rate(state["opt_state"], lr)
     updates, opt_state = tr.tx.update(grads, opt_state, state["params"])
     new_state = {"params": optax.apply_updates(state["params"], updates),
                  "batch_stats": batch_stats, "opt_state": opt_state}
-    metrics = {"loss": loss, "accuracy": jnp.mean(jnp.argmax(logits, -1) == labels)}
+    metrics = average({"loss": loss, "accuracy": jnp.mean(jnp.argmax(logits, -1) == y)})
     return new_state, metrics
 
-  @functools.partial(jax.jit, donate_argnums=0)
   def step(states, member_seeds, images, labels, batch_idx, lrs, step_index):
     """Advances every member by one step. ``batch_idx`` is ``[K, B]`` indices into the data."""
 
     def one(state, member_seed, idx, lr):
-      return member_step(state, member_seed, images[idx], labels[idx], lr, step_index)
+      return member_step(state, member_seed, idx, lr, images, labels, step_index)
 
     return members.member_map(one, tr.strategy)(states, member_seeds, batch_idx, lrs)
 
-  return step
+  if mesh is not None:
+    m, d = sharding.MEMBERS, sharding.DATA
+    step = jax.shard_map(step, mesh=mesh,
+                         in_specs=(P(m), P(m), P(), P(), P(m, d), P(m), P()),
+                         out_specs=(P(m), P(m)))
+  return jax.jit(step, donate_argnums=0)
 
 
 # ------------------------------------------------------------------------------- phases
@@ -128,12 +169,16 @@ def data_order(seed: int, num_examples: int, batch_size: int, epoch: int) -> np.
 
 def run_phase(trainer: Trainer, states: State, member_seeds: np.ndarray, split: data_lib.Split,
               lr_table: np.ndarray, batch_size: int, name: str, first_member: int = 0,
-              log_every: int = 50, writer=None, step_offset: int = 0) -> PhaseResult:
-  """Trains the stacked members of one phase for ``len(lr_table)`` steps.
+              log_every: int = 50, writer=None, step_offset: int = 0, start_step: int = 0,
+              history: list | None = None, save=None, save_every: int = 0,
+              stop=None) -> PhaseResult:
+  """Trains the stacked members of one phase from ``start_step`` to ``len(lr_table)`` steps.
 
   Member k reads its own data order (seeded by ``member_seeds[k]``) and its own column of
   ``lr_table``. Logs loss, accuracy and an ETA every ``log_every`` steps, and stops with
-  ``NonFiniteLossError`` naming the member if a loss is NaN or inf.
+  ``NonFiniteLossError`` naming the member if a loss is NaN or inf. ``save(states, steps_done,
+  history)`` is called every ``save_every`` steps and when ``stop.requested`` turns true, after
+  which ``resume.Interrupted`` is raised; a state is saved only once its losses are finite.
   """
   num_steps, k = lr_table.shape
   n = len(split)
@@ -141,30 +186,48 @@ def run_phase(trainer: Trainer, states: State, member_seeds: np.ndarray, split: 
     raise ValueError(f"Phase {name!r}: batch size {batch_size} is larger than the {n} training "
                      "images; lower the batch size.")
   steps_per_epoch = n // batch_size
+  step_fn, mesh = trainer.step_for(k, batch_size)
   images, labels = jnp.asarray(split.images), jnp.asarray(split.labels)
   seeds = jnp.asarray(member_seeds, jnp.int32)
-  history, start, order = [], time.perf_counter(), None
-  for t in range(num_steps):
+  if mesh is not None:
+    states, seeds = jax.device_put((states, seeds), sharding.member_sharding(mesh))
+    images, labels = jax.device_put((images, labels), sharding.replicated(mesh))
+    logging.info("%s: %d member(s) on a %s mesh", name, k, dict(mesh.shape))
+  history = list(history or [])
+  start, order = time.perf_counter(), None
+  for t in range(start_step, num_steps):
     epoch, i = divmod(t, steps_per_epoch)
-    if i == 0:
+    if i == 0 or order is None:
       order = jnp.asarray(np.stack(
           [data_order(int(s), n, batch_size, epoch) for s in member_seeds], axis=1))
-    states, metrics = trainer.step(states, seeds, images, labels, order[i], lr_table[t], t)
-    if (t + 1) % log_every == 0 or t + 1 == num_steps:
+    states, metrics = step_fn(states, seeds, images, labels, order[i], lr_table[t], t)
+    done = t + 1
+    stopping = stop is not None and stop.requested
+    saving = save is not None and done < num_steps and (
+        stopping or (save_every and done % save_every == 0))
+    if done % log_every == 0 or done == num_steps or saving:
       metrics = jax.device_get(metrics)
       _check_finite(metrics["loss"], name, t, first_member)
+    if done % log_every == 0 or done == num_steps:
       elapsed = time.perf_counter() - start
-      eta = elapsed / (t + 1) * (num_steps - t - 1)
-      logging.info("%s step %d/%d  loss %s  acc %s  lr %s  %.1f steps/s  ETA %s", name, t + 1,
+      eta = elapsed / (done - start_step) * (num_steps - done)
+      logging.info("%s step %d/%d  loss %s  acc %s  lr %s  %.1f steps/s  ETA %s", name, done,
                    num_steps, _fmt(metrics["loss"]), _fmt(metrics["accuracy"]),
-                   _fmt(lr_table[t]), (t + 1) / elapsed, _fmt_time(eta))
-      row = {"step": step_offset + t + 1, "phase": name,
+                   _fmt(lr_table[t]), (done - start_step) / elapsed, _fmt_time(eta))
+      row = {"step": step_offset + done, "phase": name,
              **{f"{key}/member_{first_member + m}": float(v[m])
                 for key, v in metrics.items() for m in range(k)}}
       history.append(row)
       if writer is not None:
         writer.write_scalars(row["step"], {key: v for key, v in row.items()
                                            if key not in ("step", "phase")})
+    if saving:
+      save(states, done, history)
+      if stopping:
+        raise resume.Interrupted(f"Stopped in phase {name!r} after step {done}/{num_steps}; "
+                                 "progress saved. Rerun the same command to resume.")
+  if mesh is not None:  # gather, so that phases on different meshes can be joined
+    states = jax.device_put(states, jax.devices()[0])
   return PhaseResult(name, states, lr_table, history)
 
 
@@ -213,25 +276,56 @@ def start_states(trainer: Trainer, phase: methods.Phase, ensemble: State | None,
 
 def run_plan(trainer: Trainer, plan: list[methods.Phase], split: data_lib.Split,
              batch_size: int, pretrained: dict[str, Any] | None = None, log_every: int = 50,
-             writer=None) -> tuple[State, list[PhaseResult]]:
-  """Runs the phases in order; returns the ensemble (members in plan order) and each phase."""
-  ensemble, results, step_offset = None, [], 0
+             writer=None, checkpointer: resume.RunCheckpointer | None = None, save_every: int = 0,
+             stop: resume.StopRequest | None = None) -> tuple[State, list[PhaseResult]]:
+  """Runs the phases in order; returns the ensemble (members in plan order) and each phase.
+
+  With a ``checkpointer`` the progress is saved every ``save_every`` steps, at every phase
+  boundary and on a stop request, and a rerun continues from the latest saved point.
+  """
+  progress = checkpointer.restore() if checkpointer else None
+  if progress is None:
+    progress = resume.Progress(0, 0, None, None, [])
+  ensemble, results, step_offset, first = progress.ensemble, [], 0, 0
+  histories = progress.histories
   for phase_index, phase in enumerate(plan):
-    first = 0 if ensemble is None else members.num_members(ensemble)
     ids = list(range(first, first + phase.num_members))
-    if any(s.kind == "pretrained" for s in phase.starts) and pretrained is None:
-      raise ValueError(f"Phase {phase.name!r} starts from a pre-trained checkpoint; none given.")
-    states = start_states(trainer, phase, ensemble, pretrained, split.images.shape[1:], ids)
-    # Data order and augmentation are seeded by (run seed, phase, member) only: a member's
-    # batches do not depend on how many other members share its step.
-    seeds = np.asarray([trainer.seed * 1_000_003 + phase_index * 1009 + i for i in ids])
     lr_table = schedules.table(phase.schedules, phase.num_steps)
-    logging.info("Phase %d/%d %r: members %s, %d steps", phase_index + 1, len(plan), phase.name,
-                 ids, phase.num_steps)
-    result = run_phase(trainer, states, seeds, split, lr_table, batch_size, phase.name,
-                       first_member=first, log_every=log_every, writer=writer,
-                       step_offset=step_offset)
+    if phase_index < progress.phase:  # finished before the restart
+      results.append(PhaseResult(phase.name, None, lr_table, histories[phase_index]))
+    else:
+      if any(s.kind == "pretrained" for s in phase.starts) and pretrained is None:
+        raise ValueError(f"Phase {phase.name!r} starts from a pre-trained checkpoint; none given.")
+      resuming = phase_index == progress.phase and progress.states is not None
+      states = progress.states if resuming else start_states(
+          trainer, phase, ensemble, pretrained, split.images.shape[1:], ids)
+      start_step = progress.step if resuming else 0
+      if len(histories) <= phase_index:
+        histories.append([])
+      # Data order and augmentation are seeded by (run seed, phase, member) only: a member's
+      # batches do not depend on how many other members share its step.
+      seeds = np.asarray([trainer.seed * 1_000_003 + phase_index * 1009 + i for i in ids])
+      logging.info("Phase %d/%d %r: members %s, %d steps%s", phase_index + 1, len(plan),
+                   phase.name, ids, phase.num_steps,
+                   f" (resuming at step {start_step})" if start_step else "")
+
+      def save(states, done, history, phase_index=phase_index):
+        histories[phase_index] = history
+        checkpointer.save(resume.Progress(phase_index, done, ensemble, states, histories))
+
+      result = run_phase(trainer, states, seeds, split, lr_table, batch_size, phase.name,
+                         first_member=first, log_every=log_every, writer=writer,
+                         step_offset=step_offset, start_step=start_step,
+                         history=histories[phase_index], save=save if checkpointer else None,
+                         save_every=save_every, stop=stop)
+      histories[phase_index] = result.history
+      results.append(result)
+      ensemble = members.concat([ensemble, result.states])
+      if checkpointer:
+        checkpointer.save(resume.Progress(phase_index + 1, 0, ensemble, None, histories))
+      if stop is not None and stop.requested:
+        raise resume.Interrupted(f"Stopped after phase {phase.name!r}; progress saved. Rerun the "
+                                 "same command to resume.")
     step_offset += phase.num_steps
-    results.append(result)
-    ensemble = members.concat([ensemble, result.states])
+    first += phase.num_members
   return ensemble, results

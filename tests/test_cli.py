@@ -49,9 +49,27 @@ def test_starsse_end_to_end_then_reuse_pretrained(tmp_path):
     ("--config.finetune.cycle_ratio=0", "finetune.cycle_ratio=0"),
     ("--config.data.fashion_mnist_dir=/nonexistent", "apt-get install dataset-fashion-mnist"),
     ("--config.finetune.batch_size=5000", "finetune.batch_size=5000 is larger than the 50"),
+    ("--config.finetune.learning_rate=0.1", "learning_rate"),
+    ("--config.data.source_classes=(0,1,5)", "overlap"),
 ])
 def test_bad_input_fails_before_training(tmp_path, override, message):
   run = _main(*TINY, override, workdir=tmp_path)
   assert run.returncode != 0
   assert message in run.stderr, run.stderr[-2000:]
   assert "Pre-training" not in run.stderr
+
+
+def test_unwritable_workdir_is_reported_before_training(tmp_path):
+  blocker = tmp_path / "a_file"
+  blocker.write_text("")
+  run = _main(*TINY, workdir=blocker / "sub")
+  assert run.returncode != 0
+  assert "is not writable" in run.stderr and "--workdir" in run.stderr
+
+
+def test_diverging_run_stops_naming_the_member(tmp_path):
+  run = _main(*TINY, "--config.finetune.lr=1e30", workdir=tmp_path)
+  assert run.returncode != 0
+  assert "NonFiniteLossError" in run.stderr
+  assert "for member 0 in phase 'finetune' at step" in run.stderr, run.stderr[-2000:]
+  assert "lower lr" in run.stderr

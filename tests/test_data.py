@@ -128,3 +128,31 @@ def test_augment_crops_and_flips_within_the_padded_image():
   for k in range(2):  # each output is some 5x5 window of the padded image
     windows = [padded[k, a:a + 5, b:b + 5] for a in range(5) for b in range(5)]
     assert any(np.array_equal(cropped[k], w) for w in windows)
+
+
+def test_random_resized_crop_boxes_fit_and_follow_scale():
+  boxes = np.asarray(data.random_resized_crop_params(jax.random.key(0), 2000, 32, 32))
+  top, left, h, w = boxes.T
+  assert np.all(top >= 0) and np.all(left >= 0)
+  assert np.all(top + h <= 32 + 1e-4) and np.all(left + w <= 32 + 1e-4)
+  area = h * w / 32 ** 2
+  assert area.min() >= 0.08 * 0.99 and area.max() <= 1.0 + 1e-6
+  assert 0.4 < np.median(area) < 0.6  # uniform area on [0.08, 1] (a little less where clipped)
+
+
+def test_crop_and_resize_identity_and_upsampling():
+  rng = np.random.default_rng(0)
+  images = jnp.asarray(rng.integers(0, 256, (3, 8, 8, 2)), jnp.uint8)
+  full = jnp.broadcast_to(jnp.asarray([0.0, 0.0, 8.0, 8.0]), (3, 4))
+  np.testing.assert_allclose(data.crop_and_resize(images, full, 8), np.asarray(images, np.float32),
+                             atol=1e-3)
+  constant = jnp.full((2, 8, 8, 1), 77, jnp.uint8)
+  big = data.center_resize(constant, 224)
+  assert big.shape == (2, 224, 224, 1)
+  np.testing.assert_allclose(big, 77.0, atol=1e-3)
+  # A box over the left half, upsampled 2x: the right edge of the output samples column ~3.75.
+  ramp = jnp.broadcast_to(jnp.arange(8, dtype=jnp.float32)[None, None, :, None], (1, 8, 8, 1))
+  left = data.crop_and_resize(ramp, jnp.asarray([[0.0, 0.0, 8.0, 4.0]]), 8)
+  assert float(left.max()) < 4.0 and float(left.min()) >= 0.0
+  out = data.augment(jax.random.key(1), images, padding=0, flip=True, image_size=16)
+  assert out.shape == (3, 16, 16, 2) and out.dtype == jnp.float32

@@ -146,3 +146,37 @@ def test_every_method_fine_tunes_k_members(synthetic, method):
   assert all(np.all(np.isfinite(np.asarray(x))) for x in jax.tree.leaves(ens.variables))
   lr = np.concatenate([p["lr_table"].ravel() for p in ens.phases])
   assert lr.max() <= max(config.finetune.lr, config.finetune.fge_lr_1) + 1e-7 and lr.min() >= 0
+
+
+def test_bfloat16_compute_keeps_float32_state_and_tracks_float32(synthetic):
+  """bf16 compute, fp32 params and optimizer state; a short run lands near the fp32 run."""
+  pre = None
+  finals = {}
+  for dtype in ("float32", "bfloat16"):
+    config = tiny_config("local_de", members=2)
+    config.model.dtype = dtype
+    config.finetune.epochs = 3.0
+    if pre is None:
+      pre = _pretrained(config, synthetic)
+    ens = api.finetune(config, synthetic, pre)
+    assert {x.dtype for x in jax.tree.leaves(ens.variables)} == {np.dtype("float32")}
+    finals[dtype] = ens
+  probs = {d: api._predict(tiny_config(), synthetic, e.model, e.variables,  # pylint: disable=protected-access
+                           synthetic.target_test.images) for d, e in finals.items()}
+  assert np.max(np.abs(probs["float32"] - probs["bfloat16"])) < 0.05
+  for a, b in zip(jax.tree.leaves(finals["float32"].variables["params"]),
+                  jax.tree.leaves(finals["bfloat16"].variables["params"])):
+    np.testing.assert_allclose(a, b, atol=0.02 + 0.02 * float(np.max(np.abs(a))))
+
+
+def test_training_and_evaluation_at_a_resized_resolution(synthetic):
+  config = tiny_config("starsse", members=2)
+  config.data.image_size = 16  # the synthetic images are 10 px
+  model = models.build_model(config.model, synthetic.num_source_classes)
+  trainer = api._trainer(config, model, synthetic, config.pretrain)  # pylint: disable=protected-access
+  pre = members.stack([trainer.init_variables(0, synthetic.image_shape)])
+  assert pre["params"]["stem"]["kernel"].shape[-2] == 1
+  ens = api.finetune(config, synthetic, pre)
+  results = api.evaluate(config, synthetic, ens)
+  assert 0.0 <= results["test"]["ensemble"]["accuracy"] <= 1.0
+  assert np.isfinite(results["soups"]["uniform"]["test"]["nll"])

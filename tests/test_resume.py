@@ -1,0 +1,134 @@
+"""Nothing lost: kill the run at random points, resume, and get the uninterrupted result."""
+import glob
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+
+import jax
+import numpy as np
+import pytest
+
+from conftest import REPO, synthetic_transfer, tiny_config
+from starsse_jax import api, checkpoint, members, models, resume
+
+ARGS = ["--config=configs/tiny.py", "--config.model.width=4", "--config.num_members=3",
+        "--config.data.target_train_per_class=10", "--config.data.target_val_per_class=4",
+        "--config.checkpoint_every_steps=2", "--config.log_every_steps=2",
+        "--config.finetune.epochs=4"]
+
+
+def _command(workdir):
+  return [sys.executable, "-m", "starsse_jax.main", f"--workdir={workdir}", *ARGS]
+
+
+def _run(workdir):
+  run = subprocess.run(_command(workdir), cwd=REPO, capture_output=True, text=True, timeout=600)
+  assert run.returncode == 0, run.stderr[-3000:]
+  return run
+
+
+def _ensemble(workdir):
+  (directory,) = glob.glob(os.path.join(workdir, "checkpoints", "starsse-*"))
+  with resume.ocp.CheckpointManager(directory) as mngr:
+    restored = mngr.restore(mngr.latest_step(), args=resume.ocp.args.Composite(
+        state=resume.ocp.args.StandardRestore(), metadata=resume.ocp.args.JsonRestore()))
+  return restored["state"]["ensemble"]
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+  workdir = tmp_path_factory.mktemp("reference")
+  _run(workdir)
+  return workdir
+
+
+def test_sigkill_at_random_points_then_resume_is_exact(reference, tmp_path):
+  rng = random.Random(1234)
+  kills, logs = 0, []
+  for _ in range(3):
+    log = open(tmp_path / f"attempt{len(logs)}.log", "w")
+    proc = subprocess.Popen(_command(tmp_path), cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
+    try:
+      proc.wait(timeout=rng.uniform(8.0, 30.0))
+    except subprocess.TimeoutExpired:
+      proc.send_signal(signal.SIGKILL)
+      proc.wait()
+      kills += 1
+    log.close()
+    logs.append((tmp_path / f"attempt{len(logs)}.log").read_text())
+  final = _run(tmp_path)
+  assert kills >= 2, "the run finished before it could be killed; the test tested nothing"
+  resumed = "".join(logs[1:]) + final.stderr
+  assert "Resuming from" in resumed
+  assert (tmp_path / "results.json").read_text() == (reference / "results.json").read_text()
+  ours, theirs = _ensemble(tmp_path), _ensemble(reference)
+  assert sorted(ours) == sorted(theirs)
+  for key in ours:
+    np.testing.assert_array_equal(ours[key], theirs[key])
+
+
+def test_sigterm_saves_exits_zero_and_resumes(reference, tmp_path):
+  log_path = tmp_path / "run.log"
+  with open(log_path, "w") as log:
+    proc = subprocess.Popen(_command(tmp_path), cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
+    deadline = time.time() + 300
+    while "'star_branches': members" not in log_path.read_text():
+      assert proc.poll() is None, log_path.read_text()[-3000:]
+      assert time.time() < deadline
+      time.sleep(0.2)
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=120) == 0
+  text = log_path.read_text()
+  assert "Received SIGTERM" in text and "progress saved. Rerun the same command to resume." in text
+  again = _run(tmp_path)
+  assert "Resuming from" in again.stderr
+  assert (tmp_path / "results.json").read_text() == (reference / "results.json").read_text()
+
+
+def _template(width):
+  config = tiny_config()
+  config.model.width = width
+  data = synthetic_transfer()
+  model = models.build_model(config.model, 3)
+  trainer = api._trainer(config, model, data, config.finetune)  # pylint: disable=protected-access
+  v = trainer.init_variables(0, data.image_shape)
+  return {**v, "opt_state": trainer.tx.init(v["params"])}
+
+
+def test_corrupt_latest_checkpoint_falls_back_to_previous(tmp_path):
+  template = _template(4)
+  stacked = members.stack([template, template])
+  ck = resume.RunCheckpointer(str(tmp_path / "ck"), template)
+  ck.save(resume.Progress(0, 2, None, stacked, [[{"step": 2}]]))
+  changed = jax.tree.map(lambda x: x + 1, stacked)
+  ck.save(resume.Progress(0, 4, None, changed, [[{"step": 4}]]))
+  latest = resume.RunCheckpointer(str(tmp_path / "ck"), template).restore()
+  assert latest.step == 4
+  # Truncate every data file of the latest checkpoint.
+  for path in glob.glob(str(tmp_path / "ck" / str(4) / "**" / "*"), recursive=True):
+    if os.path.isfile(path) and "metadata" not in os.path.basename(path):
+      open(path, "w").close()
+  progress = resume.RunCheckpointer(str(tmp_path / "ck"), template).restore()
+  assert progress.step == 2 and progress.histories == [[{"step": 2}]]
+  jax.tree.map(np.testing.assert_array_equal, progress.states, stacked)
+
+
+def test_restore_into_a_different_model_names_the_leaf(tmp_path):
+  small = _template(4)
+  resume.RunCheckpointer(str(tmp_path / "ck"), small).save(
+      resume.Progress(1, 0, members.stack([small]), None, [[]]))
+  with pytest.raises(checkpoint.CheckpointMismatchError, match=r"float32\[.*4\] in the checkpoint"):
+    resume.RunCheckpointer(str(tmp_path / "ck"), _template(6)).restore()
+
+
+def test_fingerprint_ignores_logging_but_not_training():
+  base = tiny_config().to_dict()
+  same = dict(base, log_every_steps=7, checkpoint_every_steps=3)
+  assert resume.fingerprint(base) == resume.fingerprint(same)
+  other = tiny_config()
+  other.finetune.lr = 0.5
+  assert resume.fingerprint(base) != resume.fingerprint(other.to_dict())
