@@ -104,7 +104,8 @@ def pretrain(config, data: TransferData, workdir: str | None = None, writer=None
       log_every=config.log_every_steps, writer=writer,
       checkpointer=_checkpointer(config, trainer, data, workdir, "pretrain",
                                  ("seed", "data", "model", "pretrain")),
-      save_every=config.checkpoint_every_steps, stop=stop)
+      save_every=config.checkpoint_every_steps, stop=stop,
+      drop_diverged=config.drop_diverged_members)
   variables = {"params": states["params"], "batch_stats": states["batch_stats"]}
   if directory:
     checkpoint.save(directory, 0, variables, {
@@ -142,14 +143,14 @@ def finetune(config, data: TransferData, pretrained: dict[str, Any], writer=None
   states, phases = train.run_plan(trainer, plan, data.target_train, ft.batch_size,
                                   pretrained=pretrained, log_every=config.log_every_steps,
                                   writer=writer, checkpointer=checkpointer,
-                                  save_every=config.checkpoint_every_steps, stop=stop)
+                                  save_every=config.checkpoint_every_steps, stop=stop,
+                                  drop_diverged=config.drop_diverged_members)
   names, phase_info, first = [], [], 0
-  for phase in phases:
-    k = phase.lr_table.shape[1]
-    names += [f"{phase.name}[{i}]" for i in range(k)]
-    phase_info.append({"name": phase.name, "members": list(range(first, first + k)),
+  for planned, phase in zip(plan, phases):
+    names += [f"{phase.name}[{i - first}]" for i in phase.member_ids]
+    phase_info.append({"name": phase.name, "members": phase.member_ids,
                        "lr_table": phase.lr_table, "history": phase.history})
-    first += k
+    first += planned.num_members
   return Ensemble(model, {"params": states["params"], "batch_stats": states["batch_stats"]},
                   names, phase_info)
 

@@ -16,6 +16,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.method = "starsse"
   c.num_members = 5
   c.log_every_steps = 50
+  c.drop_diverged_members = False  # True: a member whose loss turns NaN/inf is dropped, not fatal
   c.checkpoint_every_steps = 200  # progress checkpoints (also at phase ends and on SIGTERM/SIGINT)
 
   c.data = ml_collections.ConfigDict()

@@ -61,7 +61,8 @@ class StopRequest:
 
 
 def fingerprint(config_dict: dict[str, Any], ignore=("log_every_steps", "checkpoint_every_steps",
-                                                     "eval", "execution")) -> str:
+                                                     "eval", "execution",
+                                                     "drop_diverged_members")) -> str:
   """A short hash of the settings that determine training (not logging, evaluation or layout)."""
   relevant = {k: v for k, v in config_dict.items() if k not in ignore}
   text = json.dumps(relevant, sort_keys=True, default=str)
@@ -75,7 +76,8 @@ class Progress:
   ensemble: Any  # stacked states of the finished phases' members, or None
   states: Any  # stacked states of the phase in progress, or None at a phase boundary
   histories: list[list[dict[str, Any]]]  # one list per phase started
-
+  ensemble_ids: list[int] = dataclasses.field(default_factory=list)  # ids of ``ensemble``'s members
+  alive: list[int] | None = None  # ids of ``states``' members
 
 def _flatten(tree) -> dict[str, Any]:
   return {} if tree is None else {f"{i:05d}": leaf for i, leaf in enumerate(jax.tree.leaves(tree))}
@@ -96,7 +98,8 @@ class RunCheckpointer:
 
   def save(self, progress: Progress) -> None:
     state = {"ensemble": _flatten(progress.ensemble), "states": _flatten(progress.states)}
-    meta = {"phase": progress.phase, "step": progress.step, "histories": progress.histories}
+    meta = {"phase": progress.phase, "step": progress.step, "histories": progress.histories,
+            "ensemble_ids": list(progress.ensemble_ids), "alive": progress.alive}
     step_id = progress.phase * 10 ** 9 + progress.step  # orders checkpoints across phases
     with self._manager() as mngr:
       if step_id in mngr.all_steps():  # re-saving the same point (e.g. signal at a boundary)
@@ -132,7 +135,7 @@ class RunCheckpointer:
         progress = Progress(meta["phase"], meta["step"],
                             self._unflatten(state["ensemble"], where + " (ensemble)"),
                             self._unflatten(state["states"], where + " (phase state)"),
-                            meta["histories"])
+                            meta["histories"], meta.get("ensemble_ids", []), meta.get("alive"))
         logging.info("Resuming from %s: phase %d, step %d.", where, progress.phase, progress.step)
         return progress
     return None

@@ -158,6 +158,7 @@ class PhaseResult:
   states: State
   lr_table: np.ndarray  # [steps, members]
   history: list[dict[str, Any]]
+  member_ids: list[int]  # ensemble ids of the members that finished the phase
 
 
 def data_order(seed: int, num_examples: int, batch_size: int, epoch: int) -> np.ndarray:
@@ -167,31 +168,42 @@ def data_order(seed: int, num_examples: int, batch_size: int, epoch: int) -> np.
   return perm[:steps * batch_size].reshape(steps, batch_size)
 
 
+def _place(mesh, states, seeds, images, labels):
+  """Puts a phase's arrays on its mesh: members split, data replicated."""
+  if mesh is None:
+    return states, seeds, images, labels
+  states, seeds = jax.device_put((states, seeds), sharding.member_sharding(mesh))
+  images, labels = jax.device_put((images, labels), sharding.replicated(mesh))
+  return states, seeds, images, labels
+
+
 def run_phase(trainer: Trainer, states: State, member_seeds: np.ndarray, split: data_lib.Split,
-              lr_table: np.ndarray, batch_size: int, name: str, first_member: int = 0,
+              lr_table: np.ndarray, batch_size: int, name: str, member_ids=None,
               log_every: int = 50, writer=None, step_offset: int = 0, start_step: int = 0,
               history: list | None = None, save=None, save_every: int = 0,
-              stop=None) -> PhaseResult:
+              stop=None, drop_diverged: bool = False) -> PhaseResult:
   """Trains the stacked members of one phase from ``start_step`` to ``len(lr_table)`` steps.
 
-  Member k reads its own data order (seeded by ``member_seeds[k]``) and its own column of
-  ``lr_table``. Logs loss, accuracy and an ETA every ``log_every`` steps, and stops with
-  ``NonFiniteLossError`` naming the member if a loss is NaN or inf. ``save(states, steps_done,
-  history)`` is called every ``save_every`` steps and when ``stop.requested`` turns true, after
-  which ``resume.Interrupted`` is raised; a state is saved only once its losses are finite.
+  Member k (ensemble id ``member_ids[k]``) reads its own data order (seeded by
+  ``member_seeds[k]``) and its own column of ``lr_table``. Logs loss, accuracy and an ETA every
+  ``log_every`` steps. A NaN or inf loss raises ``NonFiniteLossError`` naming the member, or, with
+  ``drop_diverged``, drops the diverged members and continues with the rest (all diverged still
+  raises). ``save(states, steps_done, history, member_ids)`` is called every ``save_every`` steps
+  and when ``stop.requested`` turns true, after which ``resume.Interrupted`` is raised; a state is
+  saved only once its losses are finite.
   """
   num_steps, k = lr_table.shape
+  ids = np.arange(k) if member_ids is None else np.asarray(member_ids)
+  member_seeds = np.asarray(member_seeds)
   n = len(split)
   if batch_size > n:
     raise ValueError(f"Phase {name!r}: batch size {batch_size} is larger than the {n} training "
                      "images; lower the batch size.")
   steps_per_epoch = n // batch_size
   step_fn, mesh = trainer.step_for(k, batch_size)
-  images, labels = jnp.asarray(split.images), jnp.asarray(split.labels)
-  seeds = jnp.asarray(member_seeds, jnp.int32)
+  states, seeds, images, labels = _place(mesh, states, jnp.asarray(member_seeds, jnp.int32),
+                                         jnp.asarray(split.images), jnp.asarray(split.labels))
   if mesh is not None:
-    states, seeds = jax.device_put((states, seeds), sharding.member_sharding(mesh))
-    images, labels = jax.device_put((images, labels), sharding.replicated(mesh))
     logging.info("%s: %d member(s) on a %s mesh", name, k, dict(mesh.shape))
   history = list(history or [])
   start, order = time.perf_counter(), None
@@ -207,7 +219,22 @@ def run_phase(trainer: Trainer, states: State, member_seeds: np.ndarray, split: 
         stopping or (save_every and done % save_every == 0))
     if done % log_every == 0 or done == num_steps or saving:
       metrics = jax.device_get(metrics)
-      _check_finite(metrics["loss"], name, t, first_member)
+      finite = np.isfinite(np.asarray(metrics["loss"]))
+      if drop_diverged and 0 < finite.sum() < len(finite):
+        keep = np.flatnonzero(finite)
+        logging.warning("Dropping diverged member(s) %s of phase %r at step %d (loss %s); "
+                        "continuing with members %s.", ids[~finite].tolist(), name, done,
+                        _fmt(metrics["loss"]), ids[keep].tolist())
+        if mesh is not None:
+          states = jax.device_put(states, jax.devices()[0])
+        states, ids, member_seeds = members.take(states, keep), ids[keep], member_seeds[keep]
+        lr_table, order = lr_table[:, keep], order[:, keep]
+        metrics = {key: v[keep] for key, v in metrics.items()}
+        k = len(keep)
+        step_fn, mesh = trainer.step_for(k, batch_size)
+        states, seeds, images, labels = _place(mesh, states, jnp.asarray(member_seeds, jnp.int32),
+                                               images, labels)
+      _check_finite(metrics["loss"], name, t, ids)
     if done % log_every == 0 or done == num_steps:
       elapsed = time.perf_counter() - start
       eta = elapsed / (done - start_step) * (num_steps - done)
@@ -215,28 +242,29 @@ def run_phase(trainer: Trainer, states: State, member_seeds: np.ndarray, split: 
                    num_steps, _fmt(metrics["loss"]), _fmt(metrics["accuracy"]),
                    _fmt(lr_table[t]), (done - start_step) / elapsed, _fmt_time(eta))
       row = {"step": step_offset + done, "phase": name,
-             **{f"{key}/member_{first_member + m}": float(v[m])
+             **{f"{key}/member_{ids[m]}": float(v[m])
                 for key, v in metrics.items() for m in range(k)}}
       history.append(row)
       if writer is not None:
         writer.write_scalars(row["step"], {key: v for key, v in row.items()
                                            if key not in ("step", "phase")})
     if saving:
-      save(states, done, history)
+      save(states, done, history, ids.tolist())
       if stopping:
         raise resume.Interrupted(f"Stopped in phase {name!r} after step {done}/{num_steps}; "
                                  "progress saved. Rerun the same command to resume.")
   if mesh is not None:  # gather, so that phases on different meshes can be joined
     states = jax.device_put(states, jax.devices()[0])
-  return PhaseResult(name, states, lr_table, history)
+  return PhaseResult(name, states, lr_table, history, ids.tolist())
 
 
-def _check_finite(losses, phase: str, step: int, first_member: int) -> None:
+def _check_finite(losses, phase: str, step: int, member_ids) -> None:
   bad = np.flatnonzero(~np.isfinite(np.asarray(losses)))
   if bad.size:
     raise NonFiniteLossError(
-        f"Loss is {losses[bad[0]]} for member {first_member + int(bad[0])} in phase {phase!r} at "
-        f"step {step + 1}. The learning rate is likely too high: lower lr (or lr_ratio) and rerun.")
+        f"Loss is {losses[bad[0]]} for member {int(member_ids[bad[0]])} in phase {phase!r} at "
+        f"step {step + 1}. The learning rate is likely too high: lower lr (or lr_ratio) and "
+        "rerun, or set drop_diverged_members=True to continue without diverged members.")
 
 
 def _fmt(values) -> str:
@@ -252,8 +280,15 @@ def _fmt_time(seconds: float) -> str:
 
 
 def start_states(trainer: Trainer, phase: methods.Phase, ensemble: State | None,
-                 pretrained: dict[str, Any] | None, image_shape, member_ids) -> State:
-  """The stacked starting state of each member of ``phase`` (see ``methods.Start``)."""
+                 pretrained: dict[str, Any] | None, image_shape, member_ids,
+                 ensemble_ids=None) -> State:
+  """The stacked starting state of each member of ``phase`` (see ``methods.Start``).
+
+  ``ensemble_ids[p]`` is the member id at position p of ``ensemble`` (default: p); they differ
+  once diverged members have been dropped.
+  """
+  if ensemble is not None and ensemble_ids is None:
+    ensemble_ids = list(range(members.num_members(ensemble)))
   variables = []
   for start, member_id in zip(phase.starts, member_ids):
     if start.kind == "init":
@@ -262,7 +297,10 @@ def start_states(trainer: Trainer, phase: methods.Phase, ensemble: State | None,
       fresh = trainer.init_variables(trainer.seed * 1000 + 500 + member_id, image_shape)
       variables.append(checkpoint.with_new_head(members.take(pretrained, start.index), fresh))
     elif start.kind == "member":
-      source = members.take(ensemble, start.index)
+      if ensemble_ids is None or start.index not in ensemble_ids:
+        raise ValueError(f"Phase {phase.name!r} starts from member {start.index}, which diverged "
+                         "and was dropped; lower the learning rate.")
+      source = members.take(ensemble, ensemble_ids.index(start.index))
       keep_opt = not phase.reset_optimizer
       variables.append(source if keep_opt else
                        {"params": source["params"], "batch_stats": source["batch_stats"]})
@@ -277,7 +315,8 @@ def start_states(trainer: Trainer, phase: methods.Phase, ensemble: State | None,
 def run_plan(trainer: Trainer, plan: list[methods.Phase], split: data_lib.Split,
              batch_size: int, pretrained: dict[str, Any] | None = None, log_every: int = 50,
              writer=None, checkpointer: resume.RunCheckpointer | None = None, save_every: int = 0,
-             stop: resume.StopRequest | None = None) -> tuple[State, list[PhaseResult]]:
+             stop: resume.StopRequest | None = None,
+             drop_diverged: bool = False) -> tuple[State, list[PhaseResult]]:
   """Runs the phases in order; returns the ensemble (members in plan order) and each phase.
 
   With a ``checkpointer`` the progress is saved every ``save_every`` steps, at every phase
@@ -287,42 +326,49 @@ def run_plan(trainer: Trainer, plan: list[methods.Phase], split: data_lib.Split,
   if progress is None:
     progress = resume.Progress(0, 0, None, None, [])
   ensemble, results, step_offset, first = progress.ensemble, [], 0, 0
-  histories = progress.histories
+  histories, ensemble_ids = progress.histories, list(progress.ensemble_ids)
   for phase_index, phase in enumerate(plan):
     ids = list(range(first, first + phase.num_members))
     lr_table = schedules.table(phase.schedules, phase.num_steps)
+    # Data order and augmentation are seeded by (run seed, phase, member) only: a member's
+    # batches do not depend on how many other members share its step.
+    seeds = np.asarray([trainer.seed * 1_000_003 + phase_index * 1009 + i for i in ids])
     if phase_index < progress.phase:  # finished before the restart
-      results.append(PhaseResult(phase.name, None, lr_table, histories[phase_index]))
+      alive = [i for i in ids if i in ensemble_ids]
+      results.append(PhaseResult(phase.name, None, lr_table[:, [ids.index(i) for i in alive]],
+                                 histories[phase_index], alive))
     else:
       if any(s.kind == "pretrained" for s in phase.starts) and pretrained is None:
         raise ValueError(f"Phase {phase.name!r} starts from a pre-trained checkpoint; none given.")
       resuming = phase_index == progress.phase and progress.states is not None
+      alive = progress.alive if resuming else ids
+      cols = [ids.index(i) for i in alive]
       states = progress.states if resuming else start_states(
-          trainer, phase, ensemble, pretrained, split.images.shape[1:], ids)
+          trainer, phase, ensemble, pretrained, split.images.shape[1:], ids, ensemble_ids)
       start_step = progress.step if resuming else 0
       if len(histories) <= phase_index:
         histories.append([])
-      # Data order and augmentation are seeded by (run seed, phase, member) only: a member's
-      # batches do not depend on how many other members share its step.
-      seeds = np.asarray([trainer.seed * 1_000_003 + phase_index * 1009 + i for i in ids])
       logging.info("Phase %d/%d %r: members %s, %d steps%s", phase_index + 1, len(plan),
-                   phase.name, ids, phase.num_steps,
+                   phase.name, alive, phase.num_steps,
                    f" (resuming at step {start_step})" if start_step else "")
 
-      def save(states, done, history, phase_index=phase_index):
+      def save(states, done, history, alive, phase_index=phase_index):
         histories[phase_index] = history
-        checkpointer.save(resume.Progress(phase_index, done, ensemble, states, histories))
+        checkpointer.save(resume.Progress(phase_index, done, ensemble, states, histories,
+                                          ensemble_ids, alive))
 
-      result = run_phase(trainer, states, seeds, split, lr_table, batch_size, phase.name,
-                         first_member=first, log_every=log_every, writer=writer,
+      result = run_phase(trainer, states, seeds[cols], split, lr_table[:, cols], batch_size,
+                         phase.name, member_ids=alive, log_every=log_every, writer=writer,
                          step_offset=step_offset, start_step=start_step,
                          history=histories[phase_index], save=save if checkpointer else None,
-                         save_every=save_every, stop=stop)
+                         save_every=save_every, stop=stop, drop_diverged=drop_diverged)
       histories[phase_index] = result.history
       results.append(result)
       ensemble = members.concat([ensemble, result.states])
+      ensemble_ids += result.member_ids
       if checkpointer:
-        checkpointer.save(resume.Progress(phase_index + 1, 0, ensemble, None, histories))
+        checkpointer.save(resume.Progress(phase_index + 1, 0, ensemble, None, histories,
+                                          ensemble_ids))
       if stop is not None and stop.requested:
         raise resume.Interrupted(f"Stopped after phase {phase.name!r}; progress saved. Rerun the "
                                  "same command to resume.")

@@ -117,7 +117,7 @@ def test_nonfinite_loss_names_member_phase_and_step(synthetic):
   table = np.array([[0.01, 1e30]] * 4, np.float32)
   with pytest.raises(train.NonFiniteLossError, match=r"member 6 in phase 'boom' at step \d"):
     train.run_phase(trainer, start, np.array([1, 2]), synthetic.target_train, table, 8, "boom",
-                    first_member=5, log_every=1)
+                    member_ids=[5, 6], log_every=1)
 
 
 def test_batch_larger_than_data_is_rejected(synthetic):
@@ -180,3 +180,33 @@ def test_training_and_evaluation_at_a_resized_resolution(synthetic):
   results = api.evaluate(config, synthetic, ens)
   assert 0.0 <= results["test"]["ensemble"]["accuracy"] <= 1.0
   assert np.isfinite(results["soups"]["uniform"]["test"]["nll"])
+
+
+def test_diverged_member_is_dropped_when_asked(synthetic):
+  config = tiny_config()
+  trainer = _trainer(config, synthetic, synthetic.num_target_classes)
+  start = members.stack([trainer.init_variables(0, synthetic.image_shape)] * 2)
+  start["opt_state"] = jax.vmap(trainer.tx.init)(start["params"])
+  table = np.array([[0.01, 1e30]] * 6, np.float32)
+  result = train.run_phase(trainer, start, np.array([1, 2]), synthetic.target_train, table, 8,
+                           "boom", member_ids=[5, 6], log_every=1, drop_diverged=True)
+  assert result.member_ids == [5]
+  assert members.num_members(result.states) == 1 and result.lr_table.shape == (6, 1)
+  assert all(np.all(np.isfinite(np.asarray(x))) for x in jax.tree.leaves(result.states["params"]))
+  assert "loss/member_6" in result.history[0] and "loss/member_6" not in result.history[-1]
+
+
+def test_a_phase_cannot_start_from_a_dropped_member(synthetic):
+  config = tiny_config()
+  trainer = _trainer(config, synthetic, synthetic.num_target_classes)
+  cosine = methods.schedules.cosine_cycle
+  plan = [methods.Phase("two", (methods.Start("pretrained", 0),) * 2,
+                        (cosine(0.01, 6), cosine(1e30, 6)), 6),
+          methods.Phase("from_dropped", (methods.Start("member", 1),), (cosine(0.01, 3),), 3)]
+  with pytest.raises(ValueError, match="starts from member 1, which diverged and was dropped"):
+    train.run_plan(trainer, plan, synthetic.target_train, 8,
+                   pretrained=_pretrained(config, synthetic), log_every=1, drop_diverged=True)
+  ensemble, results = train.run_plan(trainer, plan[:1], synthetic.target_train, 8,
+                                     pretrained=_pretrained(config, synthetic), log_every=1,
+                                     drop_diverged=True)
+  assert results[0].member_ids == [0] and members.num_members(ensemble) == 1
