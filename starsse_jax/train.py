@@ -10,7 +10,7 @@ import dataclasses
 import functools
 import logging
 import time
-from typing import Any, Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -58,8 +58,8 @@ class Trainer:
   flip: bool
   strategy: str
   seed: int
-  num_devices: int = 1
-  image_size: int = 0  # 0 = native resolution; else random-resized-crop to this size  # devices to spread a phase over (0 = all visible)
+  num_devices: int = 1  # devices to spread a phase over (0 = all visible)
+  image_size: int = 0  # 0 = native resolution; else random-resized-crop to this size
 
   def init_variables(self, seed: int, image_shape) -> dict[str, Any]:
     if self.image_size:

@@ -1,6 +1,5 @@
 """The command line, end to end, on the real Fashion-MNIST files with the tiny config."""
 import json
-import os
 import subprocess
 import sys
 

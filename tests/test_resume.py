@@ -1,6 +1,5 @@
 """Nothing lost: kill the run at random points, resume, and get the uninterrupted result."""
 import glob
-import json
 import os
 import random
 import signal
