@@ -13,6 +13,7 @@ A notebook uses these directly::
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import os
 import tempfile
@@ -22,12 +23,12 @@ from typing import Any
 import jax
 import numpy as np
 
-from starsse_jax import (checkpoint, configlib, inference, members, methods, metrics,
+from starsse_jax import (basin, checkpoint, configlib, inference, members, methods, metrics,
                          models, report, resume, soups, train)
 from starsse_jax.data import TransferData, load_transfer_data
 
 __all__ = ["Ensemble", "load_transfer_data", "pretrain", "finetune", "evaluate", "make_soups",
-           "run"]
+           "basin_report", "run"]
 
 
 @dataclasses.dataclass
@@ -205,6 +206,43 @@ def evaluate(config, data: TransferData, ens: Ensemble) -> dict[str, Any]:
   return results
 
 
+def basin_report(config, data: TransferData, ens: Ensemble,
+                 pretrained: dict[str, Any]) -> dict[str, Any]:
+  """Where each member lies relative to member 0, its predecessor and its pre-trained point.
+
+  For every member: L2 distance of its body (all but the head) from the pre-trained body it
+  started from (checkpoint k for Global DE, 0 otherwise) and of all its weights from member 0, and
+  test NLL/accuracy along straight lines, with BatchNorm statistics recomputed at every point:
+  pre-trained point -> member (the pre-trained body carrying this member's head, since the
+  pre-trained head solves another task), member 0 -> member, member k-1 -> member k.
+  """
+  params = ens.variables["params"]
+  template = members.take(ens.variables["batch_stats"], 0)
+  first = members.take(params, 0)
+  curve = functools.partial(
+      basin.interpolation_curve, ens.model, batch_stats_template=template,
+      train_images=data.target_train.images, test_images=data.target_test.images,
+      test_labels=data.target_test.labels, mean=data.mean, std=data.std,
+      num_points=config.eval.basin_points, bn_batch_size=config.eval.bn_batch_size,
+      eval_batch_size=config.eval.batch_size, strategy=config.execution.member_strategy,
+      image_size=config.data.image_size, threshold=config.eval.basin_threshold)
+  body = lambda p: {name: v for name, v in p.items() if name != models.HEAD}
+  rows = []
+  for k in range(ens.num_members):
+    member = members.take(params, k)
+    source = members.take(pretrained["params"], k if config.method == "global_de" else 0)
+    row = {"member": ens.member_names[k],
+           "l2_to_pretrained": basin.l2_distance(body(member), body(source)),
+           "l2_to_first": basin.l2_distance(member, first),
+           "to_pretrained": curve({**source, models.HEAD: member[models.HEAD]}, member)}
+    if k >= 1:
+      row["to_first"] = curve(first, member)
+    if k >= 2:
+      row["to_previous"] = curve(members.take(params, k - 1), member)
+    rows.append(row)
+  return {"threshold": config.eval.basin_threshold, "members": rows}
+
+
 def _check_workdir(workdir: str) -> None:
   try:
     os.makedirs(workdir, exist_ok=True)
@@ -243,6 +281,8 @@ def run(config, workdir: str) -> dict[str, Any]:
       times["finetune_s"] = time.perf_counter() - t
     t = time.perf_counter()
     results = evaluate(config, data, ens)
+    if config.eval.basin:
+      results["basin"] = basin_report(config, data, ens, pretrained)
     times["evaluate_s"] = time.perf_counter() - t
   finally:
     writer.close()
@@ -256,4 +296,6 @@ def run(config, workdir: str) -> dict[str, Any]:
   report.write_json(os.path.join(workdir, "timing.json"), results["timing"])
   report.plot_learning_rates(os.path.join(workdir, "learning_rates.png"), ens.phases)
   report.plot_size_curve(os.path.join(workdir, "ensemble_size.png"), results)
+  if "basin" in results:
+    report.plot_interpolation(os.path.join(workdir, "interpolation.png"), results["basin"])
   return results

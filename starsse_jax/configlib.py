@@ -64,6 +64,9 @@ def base_config() -> ml_collections.ConfigDict:
   c.eval.ece_bins = 15
   c.eval.soups = True
   c.eval.bn_batch_size = 100
+  c.eval.basin = False  # interpolation curves and distances (adds minutes on a CPU)
+  c.eval.basin_points = 11
+  c.eval.basin_threshold = 0.1  # barrier (nats of test NLL) above which a member "left the basin"
 
   c.execution = ml_collections.ConfigDict()
   c.execution.member_strategy = "auto"
@@ -88,6 +91,8 @@ def validate(config: ml_collections.ConfigDict) -> None:
   need(config.execution.member_strategy in members.STRATEGIES,
        f"execution.member_strategy={config.execution.member_strategy!r}; choose one of "
        f"{members.STRATEGIES}.")
+  need(config.eval.basin_points >= 2,
+       f"eval.basin_points={config.eval.basin_points!r}; a curve needs at least 2 points.")
   need(config.execution.num_devices >= 0,
        f"execution.num_devices={config.execution.num_devices!r}; use 0 (all) or a positive count.")
   need(isinstance(config.num_members, int) and config.num_members >= 1,
@@ -105,6 +110,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
       "data.target_train_per_class": config.data.target_train_per_class,
       "data.target_val_per_class": config.data.target_val_per_class,
       "eval.batch_size": config.eval.batch_size, "eval.bn_batch_size": config.eval.bn_batch_size,
+      "eval.basin_threshold": config.eval.basin_threshold,
       "log_every_steps": config.log_every_steps,
   }
   for name, value in positive.items():

@@ -84,6 +84,27 @@ def plot_size_curve(path: str, results: dict[str, Any]) -> None:
   plt.close(fig)
 
 
+def plot_interpolation(path: str, basin_results: dict[str, Any]) -> None:
+  """Test NLL along the lines pre-trained point -> member and member 0 -> member."""
+  import matplotlib  # pylint: disable=g-import-not-at-top
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+
+  fig, axes = plt.subplots(1, 2, figsize=(9, 3.5), sharey=True)
+  for ax, key, title in ((axes[0], "to_pretrained", "pre-trained point -> member"),
+                         (axes[1], "to_first", "member 0 -> member")):
+    for row in basin_results["members"]:
+      if key in row:
+        ax.plot(row[key]["alpha"], row[key]["nll"], marker=".", label=row["member"])
+    ax.set_title(title)
+    ax.set_xlabel("alpha")
+    ax.legend(fontsize=7)
+  axes[0].set_ylabel("test NLL (BN recomputed)")
+  fig.tight_layout()
+  fig.savefig(path, dpi=120)
+  plt.close(fig)
+
+
 class LoggingWriter:
   """Fallback metric writer (the interface of ``clu.metric_writers``) for machines without TF."""
 

@@ -57,3 +57,26 @@ def test_interpolation_curve_on_a_real_model(synthetic):
   with pytest.raises(ValueError, match="at least 2 points"):
     basin.interpolation_curve(model, a["params"], b["params"], a["batch_stats"], num_points=1,
                               **kwargs)
+
+
+def test_basin_report_of_a_starsse_ensemble(synthetic):
+  config = tiny_config("starsse", members=3)
+  config.eval.basin_points = 3
+  model = models.build_model(config.model, synthetic.num_source_classes)
+  trainer = api._trainer(config, model, synthetic, config.pretrain)  # pylint: disable=protected-access
+  pre = members.stack([trainer.init_variables(3, synthetic.image_shape)])
+  ens = api.finetune(config, synthetic, pre)
+  report = api.basin_report(config, synthetic, ens, pre)
+  rows = report["members"]
+  assert [r["member"] for r in rows] == ens.member_names
+  assert rows[0]["l2_to_first"] == 0.0 and "to_first" not in rows[0]
+  assert "to_first" in rows[1] and "to_previous" in rows[2]
+  for row in rows:
+    assert row["l2_to_pretrained"] > 0.0  # fine-tuning moved every body
+    assert len(row["to_pretrained"]["nll"]) == 3 and row["to_pretrained"]["barrier"] >= 0.0
+  # StarSSE branches start from member 0, so they are closer to it than to the pre-trained point.
+  assert rows[1]["l2_to_first"] < rows[1]["l2_to_pretrained"]
+  # The line member 0 -> member 1 ends at member 1: its last point equals the end of the line
+  # pre-trained point -> member 1 (same network, same recomputed statistics).
+  assert rows[1]["to_first"]["nll"][-1] == pytest.approx(rows[1]["to_pretrained"]["nll"][-1],
+                                                          rel=1e-5)
