@@ -53,12 +53,14 @@ def _trainer(config, model, data: TransferData, opt_config) -> train.Trainer:
 
 
 def _checkpointer(config, trainer: train.Trainer, data: TransferData, workdir: str | None,
-                  kind: str, fields) -> resume.RunCheckpointer | None:
+                  kind: str, fields=None) -> resume.RunCheckpointer | None:
   """Progress checkpoints in ``WORKDIR/checkpoints/KIND-HASH``; HASH names the settings that
   determine the run, so reruns of the same config resume and other configs start their own."""
   if not workdir:
     return None
-  fp = resume.fingerprint({k: v for k, v in config.to_dict().items() if k in fields})
+  settings = config.to_dict()
+  fp = resume.fingerprint(settings if fields is None else
+                          {k: v for k, v in settings.items() if k in fields})
   variables = trainer.init_variables(0, data.image_shape)
   template = {**variables, "opt_state": trainer.tx.init(variables["params"])}
   return resume.RunCheckpointer(os.path.join(workdir, "checkpoints", f"{kind}-{fp}"), template)
@@ -128,8 +130,6 @@ def finetune(config, data: TransferData, pretrained: dict[str, Any], writer=None
   if have < needed:
     raise ValueError(f"method={config.method!r} with {config.num_members} members needs {needed} "
                      f"pre-trained checkpoints; {have} given.")
-  _check_batch(config.finetune.batch_size, len(data.target_train), "finetune.batch_size",
-               "target training images")
   ft = config.finetune
   budget = methods.Budget(
       num_members=config.num_members, steps_per_epoch=len(data.target_train) // ft.batch_size,
@@ -138,9 +138,7 @@ def finetune(config, data: TransferData, pretrained: dict[str, Any], writer=None
   plan = methods.build_plan(config.method, budget)
   model = models.build_model(config.model, data.num_target_classes)
   trainer = _trainer(config, model, data, ft)
-  checkpointer = _checkpointer(config, trainer, data, workdir, config.method,
-                               ("seed", "method", "num_members", "data", "model", "pretrain",
-                                "finetune"))
+  checkpointer = _checkpointer(config, trainer, data, workdir, config.method)
   states, phases = train.run_plan(trainer, plan, data.target_train, ft.batch_size,
                                   pretrained=pretrained, log_every=config.log_every_steps,
                                   writer=writer, checkpointer=checkpointer,
@@ -161,8 +159,13 @@ def _predict(config, data: TransferData, model, variables, images) -> np.ndarray
                            config.execution.member_strategy, config.data.image_size)
 
 
-def make_soups(config, data: TransferData, ens: Ensemble) -> dict[str, Any]:
-  """Uniform and greedy soups; BatchNorm statistics recomputed on the target training images."""
+def make_soups(config, data: TransferData, ens: Ensemble,
+               member_val_accuracy: list[float] | None = None) -> dict[str, Any]:
+  """Uniform and greedy soups; BatchNorm statistics recomputed on the target training images.
+
+  ``member_val_accuracy`` (each member's validation accuracy, which ``evaluate`` already has)
+  sets the greedy order; it is computed when not given.
+  """
   params = ens.variables["params"]
   template = members.take(ens.variables["batch_stats"], [0])
 
@@ -173,23 +176,23 @@ def make_soups(config, data: TransferData, ens: Ensemble) -> dict[str, Any]:
         config.eval.bn_batch_size, config.execution.member_strategy, config.data.image_size)
     return {"params": stacked, "batch_stats": stats}
 
-  def val_accuracy(soup_params) -> float:
-    probs = _predict(config, data, ens.model, finish(soup_params), data.target_val.images)
-    return metrics.accuracy(probs[0], data.target_val.labels)
+  def accuracy(variables, split) -> float:
+    probs = _predict(config, data, ens.model, variables, split.images)
+    return metrics.accuracy(probs[0], split.labels)
 
-  member_val = _predict(config, data, ens.model, ens.variables, data.target_val.images)
-  member_scores = [metrics.accuracy(p, data.target_val.labels) for p in member_val]
-  uniform = soups.uniform_soup(params)
-  greedy, chosen, greedy_val = soups.greedy_soup(params, member_scores, val_accuracy)
+  if member_val_accuracy is None:
+    member_val = _predict(config, data, ens.model, ens.variables, data.target_val.images)
+    member_val_accuracy = [metrics.accuracy(p, data.target_val.labels) for p in member_val]
+  greedy, chosen, _ = soups.greedy_soup(params, member_val_accuracy,
+                                        lambda p: accuracy(finish(p), data.target_val))
   out = {}
-  for name, soup_params, used in (("uniform", uniform, list(range(ens.num_members))),
-                                  ("greedy", greedy, chosen)):
+  for name, soup_params, used in (("uniform", soups.uniform_soup(params),
+                                   list(range(ens.num_members))), ("greedy", greedy, chosen)):
     variables = finish(soup_params)
     test = _predict(config, data, ens.model, variables, data.target_test.images)[0]
     out[name] = {"members": used, "test": metrics.summary(test, data.target_test.labels,
                                                           config.eval.ece_bins),
-                 "val_accuracy": val_accuracy(soup_params) if name == "uniform" else greedy_val,
-                 "variables": variables}
+                 "val_accuracy": accuracy(variables, data.target_val), "variables": variables}
   return out
 
 
@@ -201,8 +204,9 @@ def evaluate(config, data: TransferData, ens: Ensemble) -> dict[str, Any]:
     probs = _predict(config, data, ens.model, ens.variables, s.images)
     results[split] = metrics.ensemble_report(probs, s.labels, config.eval.ece_bins)
   if config.eval.soups:
+    val_accuracy = [m["accuracy"] for m in results["val"]["members"]]
     results["soups"] = {name: {k: v for k, v in soup.items() if k != "variables"}
-                        for name, soup in make_soups(config, data, ens).items()}
+                        for name, soup in make_soups(config, data, ens, val_accuracy).items()}
   return results
 
 

@@ -151,8 +151,8 @@ def _per_class(split: Split, counts: list[int], rng: np.random.Generator) -> lis
     for i, n in enumerate(counts):
       picks[i].append(idx[start:start + n])
       start += n
-  return [Split(split.images[np.sort(np.concatenate(p))], split.labels[np.sort(np.concatenate(p))])
-          for p in picks]
+  indices = [np.sort(np.concatenate(p)) for p in picks]
+  return [Split(split.images[i], split.labels[i]) for i in indices]
 
 
 def check_split(split: Split, num_classes: int, what: str) -> None:

@@ -42,11 +42,17 @@ def write_json(path: str, results: dict[str, Any]) -> None:
   os.replace(tmp, path)
 
 
-def plot_learning_rates(path: str, phases: list[dict[str, Any]]) -> None:
-  """Learning rate of every member over the global step, one line per member."""
+def _pyplot():
+  """matplotlib's pyplot on the file-only Agg backend (runs without a display)."""
   import matplotlib  # pylint: disable=g-import-not-at-top
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+  return plt
+
+
+def plot_learning_rates(path: str, phases: list[dict[str, Any]]) -> None:
+  """Learning rate of every member over the global step, one line per member."""
+  plt = _pyplot()
 
   fig, ax = plt.subplots(figsize=(7, 3.5))
   offset = 0
@@ -66,9 +72,7 @@ def plot_learning_rates(path: str, phases: list[dict[str, Any]]) -> None:
 
 def plot_size_curve(path: str, results: dict[str, Any]) -> None:
   """Test accuracy and NLL of the ensemble of the first k members, k = 1..K."""
-  import matplotlib  # pylint: disable=g-import-not-at-top
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+  plt = _pyplot()
 
   curve = results["test"]["size_curve"]
   k = np.arange(1, len(curve) + 1)
@@ -86,9 +90,7 @@ def plot_size_curve(path: str, results: dict[str, Any]) -> None:
 
 def plot_interpolation(path: str, basin_results: dict[str, Any]) -> None:
   """Test NLL along the lines pre-trained point -> member and member 0 -> member."""
-  import matplotlib  # pylint: disable=g-import-not-at-top
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+  plt = _pyplot()
 
   fig, axes = plt.subplots(1, 2, figsize=(9, 3.5), sharey=True)
   for ax, key, title in ((axes[0], "to_pretrained", "pre-trained point -> member"),
