@@ -1,17 +1,26 @@
 """Member-img/s of the shared train step for each member-axis strategy, beside one member alone.
 
   python experiments/bench_throughput.py [--model=resnet_small] [--members=1,4] [--batch=128]
+  # the paper's setting: 32 px images random-resized-cropped to 224 px on the device, bf16
+  python experiments/bench_throughput.py --model=resnet50 --size=32 --image-size=224 \
+      --dtype=bfloat16 --members=1,4,8 --strategies=unroll,map --torch
 
 Synthetic uint8 images already on the device; the step includes on-device augmentation. Prints a
 markdown table with the device name. "vs one member" is member-img/s over the single-member
-step measured in the same run (1.0 = no loss from training members together). The last row runs
-the real phase runner over one epoch of host-resident data (batch order drawn on the host, images
+step measured in the same run (1.0 = no loss from training members together). "TFLOP/s" counts
+the FLOPs of the single-member step as XLA's cost analysis does. The "epoch" row runs the real
+phase runner over one epoch of host-resident data (batch order drawn on the host, images
 gathered and augmented on the device) with the auto strategy, to compare with the step alone.
+``--torch`` adds torchvision's ResNet-50 trained as the official PyTorch code does (fp32) and
+with AMP bf16 + channels_last, in the same process (needs torch and torchvision).
+
+Each rate is the median of ``--repeats`` timed windows of ``--steps`` steps after a warm-up.
 """
 from __future__ import annotations
 
 import argparse
 import os
+import statistics
 import sys
 import time
 
@@ -23,85 +32,147 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from starsse_jax import configlib, data as data_lib, members, models, train  # noqa: E402
 
 
-def _setup(model_name: str, k: int, strategy: str, size: int, dtype: str):
+def setup(model_name: str, k: int, strategy: str, size: int, dtype: str, image_size: int = 0,
+          num_classes: int = 10):
+  """(trainer, stacked states, channels) for K members of ``model_name`` on ``size`` px images."""
   config = configlib.base_config()
   config.model.name, config.model.dtype = model_name, dtype
-  model = models.build_model(config.model, 10)
+  model = models.build_model(config.model, num_classes)
   channels = 1 if size <= 28 else 3
   trainer = train.Trainer(model, train.make_optimizer(5e-4, 0.9), np.full(channels, 0.5, np.float32),
-                          np.full(channels, 0.25, np.float32), 2, True, strategy, 0)
+                          np.full(channels, 0.25, np.float32), 2, True, strategy, 0,
+                          image_size=image_size)
   states = members.stack([trainer.init_variables(s, (size, size, channels)) for s in range(k)])
   states["opt_state"] = jax.vmap(trainer.tx.init)(states["params"])
   return trainer, states, channels
 
 
+def synthetic_inputs(k: int, batch: int, size: int, channels: int, seed: int = 0):
+  rng = np.random.default_rng(seed)
+  n = max(4 * batch, 512)
+  images = jax.device_put(rng.integers(0, 256, (n, size, size, channels), dtype=np.uint8))
+  labels = jax.device_put(rng.integers(0, 10, n).astype(np.int32))
+  idx = jax.device_put(rng.integers(0, n, (k, batch)))
+  lrs, seeds = np.full(k, 0.01, np.float32), np.arange(k, dtype=np.int32)
+  return images, labels, idx, lrs, seeds
+
+
+def _median_rate(run_window, images_per_window: int, repeats: int) -> float:
+  times = []
+  for _ in range(repeats):
+    start = time.perf_counter()
+    run_window()
+    times.append(time.perf_counter() - start)
+  return images_per_window / statistics.median(times)
+
+
+def step_flops(step, args) -> float:
+  """FLOPs of one step as XLA's cost analysis counts them in the program lowered for the CPU
+  (after lowering for a GPU, convolutions are library calls that the analysis does not count)."""
+  cost = step.trace(*args).lower(lowering_platforms=("cpu",)).cost_analysis()
+  cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+  return float((cost or {}).get("flops", 0.0))
+
+
+def bench(model_name: str, k: int, strategy: str, batch: int, size: int, steps: int,
+          dtype: str = "float32", image_size: int = 0, repeats: int = 3) -> dict:
+  """member-img/s of the jitted step on synthetic data already on the device."""
+  trainer, states, channels = setup(model_name, k, strategy, size, dtype, image_size)
+  images, labels, idx, lrs, seeds = synthetic_inputs(k, batch, size, channels)
+  step, _ = trainer.step_for(k, batch)
+  start = time.perf_counter()
+  compiled = step.lower(states, seeds, images, labels, idx, lrs, 0).compile()
+  compile_s = time.perf_counter() - start
+  flops = step_flops(step, (states, seeds, images, labels, idx, lrs, 0))
+  box = {"states": states, "t": 0}
+
+  def window(n):
+    s = box["states"]
+    for _ in range(n):
+      s, _ = compiled(s, seeds, images, labels, idx, lrs, box["t"])
+      box["t"] += 1
+    jax.block_until_ready(s)
+    box["states"] = s
+
+  window(3)  # warm up
+  rate = _median_rate(lambda: window(steps), k * batch * steps, repeats)
+  return {"rate": rate, "flops_per_image": flops / (k * batch), "compile_s": compile_s}
+
+
 def bench_epoch(model_name: str, k: int, strategy: str, batch: int, size: int, steps: int,
-                dtype: str) -> float:
+                dtype: str, image_size: int = 0, repeats: int = 3) -> float:
   """member-img/s of the real phase runner over an epoch of host data (input pipeline included)."""
-  trainer, states, channels = _setup(model_name, k, strategy, size, dtype)
+  trainer, states, channels = setup(model_name, k, strategy, size, dtype, image_size)
   rng = np.random.default_rng(0)
   n = batch * steps
   split = data_lib.Split(rng.integers(0, 256, (n, size, size, channels), dtype=np.uint8),
                          rng.integers(0, 10, n).astype(np.int32))
   table = np.full((steps, k), 0.01, np.float32)
   seeds = np.arange(k)
-  warm = train.run_phase(trainer, states, seeds, split, table[:3], batch, "warmup", log_every=10**9)
-  start = time.perf_counter()
-  result = train.run_phase(trainer, warm.states, seeds, split, table, batch, "epoch",
-                           log_every=10**9)
-  jax.block_until_ready(result.states)
-  return k * batch * steps / (time.perf_counter() - start)
+  box = {"states": train.run_phase(trainer, states, seeds, split, table[:3], batch, "warmup",
+                                   log_every=10**9).states}
 
+  def epoch():
+    result = train.run_phase(trainer, box["states"], seeds, split, table, batch, "epoch",
+                             log_every=10**9)
+    box["states"] = jax.block_until_ready(result.states)
 
-def bench(model_name: str, k: int, strategy: str, batch: int, size: int, steps: int,
-          dtype: str = "float32") -> float:
-  """member-img/s of the jitted step on synthetic data already on the device."""
-  trainer, states, channels = _setup(model_name, k, strategy, size, dtype)
-  rng = np.random.default_rng(0)
-  n = max(4 * batch, 512)
-  images = jax.device_put(rng.integers(0, 256, (n, size, size, channels), dtype=np.uint8))
-  labels = jax.device_put(rng.integers(0, 10, n).astype(np.int32))
-  idx = jax.device_put(rng.integers(0, n, (k, batch)))
-  lrs, seeds = np.full(k, 0.01, np.float32), np.arange(k, dtype=np.int32)
-  step, _ = trainer.step_for(k, batch)
-  for t in range(3):  # compile and warm up
-    states, _ = step(states, seeds, images, labels, idx, lrs, t)
-  jax.block_until_ready(states)
-  start = time.perf_counter()
-  for t in range(steps):
-    states, _ = step(states, seeds, images, labels, idx, lrs, t)
-  jax.block_until_ready(states)
-  return k * batch * steps / (time.perf_counter() - start)
+  return _median_rate(epoch, k * batch * steps, repeats)
 
 
 def main():
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--model", default="resnet_small")
-  parser.add_argument("--size", type=int, default=28)
-  parser.add_argument("--batch", type=int, default=128)
+  parser.add_argument("--size", type=int, default=28, help="stored image size (px)")
+  parser.add_argument("--image-size", type=int, default=0,
+                      help="train at this size via on-device random-resized-crop (0 = --size)")
+  parser.add_argument("--batch", type=int, default=128, help="batch size per member")
   parser.add_argument("--members", default="1,4")
   parser.add_argument("--strategies", default="unroll,map,vmap")
-  parser.add_argument("--steps", type=int, default=20)
+  parser.add_argument("--steps", type=int, default=20, help="steps per timed window")
+  parser.add_argument("--repeats", type=int, default=3, help="timed windows (median is kept)")
   parser.add_argument("--dtype", default="float32", help="compute dtype: float32 or bfloat16")
+  parser.add_argument("--no-epoch", action="store_true", help="skip the end-to-end epoch row")
+  parser.add_argument("--torch", action="store_true", help="add torchvision ResNet-50 rows")
   args = parser.parse_args()
   device = jax.devices()[0]
-  print(f"device: {device.device_kind} ({jax.default_backend()}), jax {jax.__version__}")
-  baseline = bench(args.model, 1, "unroll", args.batch, args.size, args.steps, args.dtype)
-  rows = [("1 (baseline)", "-", "step", baseline, 1.0)]
+  print(f"device: {device.device_kind} ({jax.default_backend()}), jax {jax.__version__}",
+        flush=True)
+  rows = []
+  if args.torch:  # first, so that JAX's allocator has not yet taken the GPU memory
+    from torch_reference import torch_resnet50_rates  # pylint: disable=g-import-not-at-top
+    for what, rate in torch_resnet50_rates(args.batch, args.steps, args.image_size or args.size,
+                                           args.repeats):
+      rows.append(("1", what, "step (PyTorch)", rate, None, None))
+      print(rows[-1], flush=True)
+  train_size = args.image_size or args.size
+  baseline = bench(args.model, 1, "unroll", args.batch, args.size, args.steps, args.dtype,
+                   args.image_size, args.repeats)
+  flops = baseline["flops_per_image"]
+  rows.append(("1 (baseline)", "-", "step", baseline["rate"], 1.0, baseline["compile_s"]))
+  print(rows[-1], flush=True)
   ks = [int(x) for x in args.members.split(",")]
   for k in [k for k in ks if k > 1]:
     for strategy in args.strategies.split(","):
-      rate = bench(args.model, k, strategy, args.batch, args.size, args.steps, args.dtype)
-      rows.append((str(k), strategy, "step", rate, rate / baseline))
-  k = max(ks)
-  rate = bench_epoch(args.model, k, "auto", args.batch, args.size, args.steps, args.dtype)
-  rows.append((str(k), "auto", "epoch (host data)", rate, rate / baseline))
-  print(f"\n{args.model}@{args.size}px {args.dtype}, batch {args.batch} per member, "
-        f"{device.device_kind}\n")
-  print("| members | strategy | measured | member img/s | vs one member |")
-  print("|---|---|---|---|---|")
-  for k, strategy, what, rate, eff in rows:
-    print(f"| {k} | {strategy} | {what} | {rate:,.0f} | {eff:.2f} |")
+      result = bench(args.model, k, strategy, args.batch, args.size, args.steps, args.dtype,
+                     args.image_size, args.repeats)
+      rows.append((str(k), strategy, "step", result["rate"], result["rate"] / baseline["rate"],
+                   result["compile_s"]))
+      print(rows[-1], flush=True)
+  if not args.no_epoch:
+    k = max(ks)
+    rate = bench_epoch(args.model, k, "auto", args.batch, args.size, args.steps, args.dtype,
+                       args.image_size, args.repeats)
+    rows.append((str(k), "auto", "epoch (host data)", rate, rate / baseline["rate"], None))
+  print(f"\n{args.model}@{train_size}px (stored {args.size}px) {args.dtype}, batch {args.batch} "
+        f"per member, {device.device_kind}, {flops / 1e9:.2f} GFLOP per image per step\n")
+  print("| members | strategy | measured | member img/s | vs one member | TFLOP/s | compile s |")
+  print("|---|---|---|---|---|---|---|")
+  for k, strategy, what, rate, eff, compile_s in rows:
+    eff_s = "-" if eff is None else f"{eff:.2f}"
+    tflops = "-" if eff is None or not flops else f"{rate * flops / 1e12:.3g}"
+    comp = "-" if compile_s is None else f"{compile_s:.0f}"
+    print(f"| {k} | {strategy} | {what} | {rate:,.0f} | {eff_s} | {tflops} | {comp} |")
 
 
 if __name__ == "__main__":
