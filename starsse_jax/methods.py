@@ -127,6 +127,58 @@ def pretrain_plan(num_checkpoints: int, steps_per_epoch: int, epochs: float,
   return [Phase("pretrain", starts, (schedules.cosine_cycle(lr, n),) * num_checkpoints, n)]
 
 
+@dataclasses.dataclass(frozen=True)
+class SweepPlan:
+  """The phases of a whole sweep and, per grid cell, which plan members form its ensemble.
+
+  ``ensembles[(method, lr_ratio, cycle_ratio)]`` lists member ids (positions in plan order);
+  Local and Global DE have ``lr_ratio = cycle_ratio = None``.
+  """
+  phases: list[Phase]
+  ensembles: dict[tuple[str, float | None, float | None], list[int]]
+
+
+def sweep_plan(b: Budget, lr_ratios, cycle_ratios, local_checkpoint: int = 0) -> SweepPlan:
+  """Local DE, Global DE, and SSE and StarSSE at every (lr_ratio, cycle_ratio), as one plan.
+
+  Phase 1 fine-tunes K members from checkpoint ``local_checkpoint`` (Local DE; its member 0 is
+  also the first model of every SSE and StarSSE ensemble, as in the paper) and K members from
+  checkpoints 0..K-1 (Global DE). Per cycle ratio, one phase holds the K-1 StarSSE branches of
+  every lr ratio (all start from member 0; each follows its own peak learning rate), and K-1
+  phases advance one SSE chain per lr ratio by one cycle. Members of a phase share one step, so
+  the grid costs ``len(cycle_ratios) * K`` phases, not one run per cell.
+  """
+  k, lr = b.num_members, b.lr
+  n = b.steps(b.epochs)
+  first = [Start("pretrained", local_checkpoint)] * k + [Start("pretrained", i) for i in range(k)]
+  phases = [Phase("finetune", tuple(first), (schedules.cosine_cycle(lr, n),) * 2 * k, n)]
+  ensembles = {("local_de", None, None): list(range(k)),
+               ("global_de", None, None): list(range(k, 2 * k))}
+  next_id = 2 * k
+  for c in cycle_ratios:
+    n = b.steps(c * b.epochs)
+    peak = {r: schedules.cosine_cycle(r * lr, n) for r in lr_ratios}
+    branches = [(r, j) for r in lr_ratios for j in range(k - 1)]
+    if branches:
+      phases.append(Phase(f"starsse_c{c:g}", tuple(Start("member", 0) for _ in branches),
+                          tuple(peak[r] for r, _ in branches), n))
+    for r in lr_ratios:
+      ensembles[("starsse", r, c)] = [0] + [next_id + i for i, (rr, _) in enumerate(branches)
+                                            if rr == r]
+    next_id += len(branches)
+    chains = {r: [0] for r in lr_ratios}
+    for j in range(k - 1):
+      phases.append(Phase(f"sse_c{c:g}_cycle{j + 1}",
+                          tuple(Start("member", chains[r][-1]) for r in lr_ratios),
+                          tuple(peak[r] for r in lr_ratios), n))
+      for i, r in enumerate(lr_ratios):
+        chains[r].append(next_id + i)
+      next_id += len(lr_ratios)
+    for r in lr_ratios:
+      ensembles[("sse", r, c)] = chains[r]
+  return SweepPlan(phases, ensembles)
+
+
 def build_plan(method: str, budget: Budget) -> list[Phase]:
   if method not in METHODS:
     raise ValueError(f"Unknown method {method!r}; choose one of {sorted(METHODS)}.")

@@ -1,0 +1,44 @@
+"""The paper's sweep: SSE and StarSSE over lr_ratio x cycle_ratio against Local / Global DE.
+
+  python experiments/sweep.py --config=configs/sweep.py --workdir=runs/sweep
+  # the paper's setting, where CIFAR-100 is prepared for TFDS and a GPU/TPU is present:
+  python experiments/sweep.py --config=configs/sweep_cifar100_resnet50.py --workdir=runs/sweep100
+
+Writes sweep.csv, basin.csv, summary.md and sweep_*.png to the workdir and prints the summary.
+Interrupting (Ctrl-C / SIGTERM) saves the progress; rerunning the same command resumes.
+"""
+import os
+import sys
+
+from absl import app, flags, logging
+from ml_collections import config_flags
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from starsse_jax import resume, sweep  # noqa: E402
+
+_CONFIG = config_flags.DEFINE_config_file("config", None, "Path to a sweep config file.",
+                                          lock_config=True)
+_WORKDIR = flags.DEFINE_string("workdir", "runs/sweep", "Where checkpoints, CSVs and plots go.")
+flags.mark_flags_as_required(["config"])
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+  logging.set_verbosity(logging.INFO)
+  logging.get_absl_handler().addFilter(lambda record: "orbax" not in record.pathname)
+  if "sweep" not in _CONFIG.value:
+    raise app.UsageError("This config has no 'sweep' section; start from configs/sweep.py.")
+  try:
+    with resume.StopRequest() as stop:
+      out = sweep.run_sweep(_CONFIG.value, _WORKDIR.value, stop=stop)
+  except resume.Interrupted as stopped:
+    print(f"\n{stopped}")
+    return 0
+  print(f"\n{out['summary']}\nwall time: {out['timing']['total_s']:.0f} s; "
+        f"outputs in {_WORKDIR.value}")
+
+
+if __name__ == "__main__":
+  app.run(main)

@@ -1,0 +1,396 @@
+"""The paper's sweep in one run: SSE and StarSSE over lr_ratio x cycle_ratio, against Local and
+Global Deep Ensembles of the same size, over several seeds.
+
+Per seed, the whole grid is one plan (``methods.sweep_plan``): the StarSSE branches of every
+lr_ratio train as members of one stacked phase with a per-member learning rate, and one SSE chain
+per lr_ratio advances per phase. Training is checkpointed like any run (a rerun resumes); a
+finished seed's numbers are written to ``seed_<s>.json`` and not recomputed.
+
+Outputs in the workdir: ``sweep.csv`` (one row per seed x cell, every number), ``basin.csv``
+(interpolation curves from the first model to SSE/StarSSE members, first seed), ``summary.md``
+(best setting per method, mean +- std over seeds, and the paper's claims checked), and figures
+``sweep_ensemble.png``, ``sweep_soups.png``, ``sweep_members.png``, ``sweep_interpolation.png``.
+"""
+from __future__ import annotations
+
+import csv
+import functools
+import json
+import logging
+import math
+import os
+import time
+from typing import Any
+
+import numpy as np
+
+from starsse_jax import (api, basin, configlib, members, methods, metrics, models, report,
+                         resume, train)
+from starsse_jax.data import TransferData, load_transfer_data
+
+COLUMNS = ("seed", "method", "lr_ratio", "cycle_ratio", "ensemble_accuracy", "ensemble_nll",
+           "ensemble_ece", "member_accuracy", "member_nll", "disagreement",
+           "uniform_soup_accuracy", "uniform_soup_nll", "greedy_soup_accuracy",
+           "greedy_soup_nll", "greedy_soup_size", "l2_to_first", "l2_to_pretrained",
+           "barrier_from_first", "left_basin")
+BASIN_COLUMNS = ("seed", "method", "lr_ratio", "cycle_ratio", "alpha", "nll", "accuracy")
+
+
+def validate(config) -> None:
+  """``configlib.validate`` plus the sweep's own fields."""
+  configlib.validate(config)
+  s = config.sweep
+  for name in ("lr_ratios", "cycle_ratios", "seeds"):
+    if not len(s[name]):
+      raise ValueError(f"Invalid config: sweep.{name} is empty; give at least one value.")
+  bad = [v for v in tuple(s.lr_ratios) + tuple(s.cycle_ratios) if not v > 0]
+  if bad:
+    raise ValueError(f"Invalid config: sweep ratios must be positive, got {bad}.")
+  if config.num_members < 2:
+    raise ValueError(f"Invalid config: num_members={config.num_members}; the sweep compares "
+                     "ensembles, so it needs at least 2.")
+  if config.pretrain.num_checkpoints < config.num_members:
+    raise ValueError(f"Invalid config: Global DE needs num_members={config.num_members} "
+                     f"pre-trained checkpoints; set pretrain.num_checkpoints >= "
+                     f"{config.num_members} (got {config.pretrain.num_checkpoints}).")
+
+
+def _seed_config(config, seed: int):
+  c = config.copy_and_resolve_references()
+  with c.unlocked():
+    c.seed = int(seed)
+  return c
+
+
+def train_seed(config, data: TransferData, pretrained, seed: int, workdir: str | None = None,
+               stop: resume.StopRequest | None = None):
+  """Trains every member of the sweep for one seed; returns (model, variables, plan)."""
+  c = _seed_config(config, seed)
+  ft, s = c.finetune, c.sweep
+  budget = methods.Budget(num_members=c.num_members,
+                          steps_per_epoch=len(data.target_train) // ft.batch_size,
+                          epochs=ft.epochs, lr=ft.lr)
+  local = seed % members.num_members(pretrained)
+  plan = methods.sweep_plan(budget, tuple(s.lr_ratios), tuple(s.cycle_ratios), local)
+  model = models.build_model(c.model, data.num_target_classes)
+  trainer = api._trainer(c, model, data, ft)  # pylint: disable=protected-access
+  checkpointer = api._checkpointer(c, trainer, data, workdir, f"sweep-seed{seed}")  # pylint: disable=protected-access
+  logging.info("Seed %d: %d phases, %d members (Local DE from pre-trained checkpoint %d).", seed,
+               len(plan.phases), sum(p.num_members for p in plan.phases), local)
+  states, _ = train.run_plan(trainer, plan.phases, data.target_train, ft.batch_size,
+                             pretrained=pretrained, log_every=c.log_every_steps,
+                             checkpointer=checkpointer, save_every=c.checkpoint_every_steps,
+                             stop=stop)
+  return model, {"params": states["params"], "batch_stats": states["batch_stats"]}, plan
+
+
+def predict_all(config, data: TransferData, model, variables, images, chunk: int = 10):
+  """Probabilities ``[M, N, C]`` of all M stacked members, ``chunk`` members per program (the
+  last chunk is padded so that every chunk reuses one compiled program)."""
+  total = members.num_members(variables)
+  chunk = min(chunk, total)
+  out = []
+  for start in range(0, total, chunk):
+    ids = list(range(start, min(start + chunk, total)))
+    padded = ids + [ids[-1]] * (chunk - len(ids))
+    probs = api._predict(config, data, model, members.take(variables, padded), images)  # pylint: disable=protected-access
+    out.append(probs[:len(ids)])
+  return np.concatenate(out)
+
+
+def _body(params):
+  return {name: v for name, v in params.items() if name != models.HEAD}
+
+
+def evaluate_seed(config, data: TransferData, model, variables, plan: methods.SweepPlan,
+                  pretrained, seed: int, basin_curves: bool) -> dict[str, Any]:
+  """Rows of ``COLUMNS`` for every cell, and (if ``basin_curves``) the interpolation curves."""
+  c = _seed_config(config, seed)
+  test = predict_all(c, data, model, variables, data.target_test.images)
+  val = predict_all(c, data, model, variables, data.target_val.images)
+  params = variables["params"]
+  local = seed % members.num_members(pretrained)
+  k = c.num_members
+
+  def source_of(member_id: int) -> int:  # the pre-trained checkpoint a member descends from
+    return member_id - k if k <= member_id < 2 * k else local
+
+  def distance_to_pretrained(member_id: int) -> float:
+    return basin.l2_distance(_body(members.take(params, member_id)),
+                             _body(members.take(pretrained["params"], source_of(member_id))))
+
+  rows, curves = [], []
+  for (method, r, cr), ids in plan.ensembles.items():
+    labels = data.target_test.labels
+    report_ = metrics.ensemble_report(test[ids], labels, c.eval.ece_bins)
+    ens = api.Ensemble(model, members.take(variables, ids), [str(i) for i in ids], [])
+    val_acc = [metrics.accuracy(p, data.target_val.labels) for p in val[ids]]
+    soups = api.make_soups(c, data, ens, val_acc) if c.eval.soups else {}
+    first = members.take(params, ids[0])
+    later = ids[1:]
+    row = {
+        "seed": seed, "method": method, "lr_ratio": r, "cycle_ratio": cr,
+        "ensemble_accuracy": report_["ensemble"]["accuracy"],
+        "ensemble_nll": report_["ensemble"]["nll"], "ensemble_ece": report_["ensemble"]["ece"],
+        "member_accuracy": float(np.mean([m["accuracy"] for m in report_["members"]])),
+        "member_nll": float(np.mean([m["nll"] for m in report_["members"]])),
+        "disagreement": report_["diversity"]["disagreement"],
+        "l2_to_first": float(np.mean([basin.l2_distance(members.take(params, i), first)
+                                      for i in later])),
+        "l2_to_pretrained": float(np.mean([distance_to_pretrained(i) for i in later])),
+        "barrier_from_first": None, "left_basin": None,
+    }
+    for name in ("uniform", "greedy"):
+      if name in soups:
+        row[f"{name}_soup_accuracy"] = soups[name]["test"]["accuracy"]
+        row[f"{name}_soup_nll"] = soups[name]["test"]["nll"]
+    if "greedy" in soups:
+      row["greedy_soup_size"] = len(soups["greedy"]["members"])
+    if basin_curves and method in ("sse", "starsse") and cr == float(c.sweep.basin_cycle_ratio):
+      # SSE's last member has travelled furthest along its chain; StarSSE's branches are alike.
+      target = ids[-1] if method == "sse" else ids[1]
+      curve = _curve(c, data, model, variables)(first, members.take(params, target))
+      row["barrier_from_first"], row["left_basin"] = curve["barrier"], curve["left_basin"]
+      curves += [{"seed": seed, "method": method, "lr_ratio": r, "cycle_ratio": cr, "alpha": a,
+                  "nll": n, "accuracy": acc}
+                 for a, n, acc in zip(curve["alpha"], curve["nll"], curve["accuracy"])]
+    rows.append(row)
+  return {"rows": rows, "curves": curves}
+
+
+def _curve(config, data: TransferData, model, variables):
+  return functools.partial(
+      basin.interpolation_curve, model,
+      batch_stats_template=members.take(variables["batch_stats"], 0),
+      train_images=data.target_train.images, test_images=data.target_test.images,
+      test_labels=data.target_test.labels, mean=data.mean, std=data.std,
+      num_points=config.eval.basin_points, bn_batch_size=config.eval.bn_batch_size,
+      eval_batch_size=config.eval.batch_size, strategy=config.execution.member_strategy,
+      image_size=config.data.image_size, threshold=config.eval.basin_threshold)
+
+
+def run_sweep(config, workdir: str, data: TransferData | None = None,
+              stop: resume.StopRequest | None = None) -> dict[str, Any]:
+  """The whole sweep: pre-train (or reuse) the checkpoints, train and evaluate every seed, write
+  the CSVs, figures and summary. Returns ``{'rows', 'curves', 'summary', 'timing'}``."""
+  validate(config)
+  os.makedirs(workdir, exist_ok=True)
+  start = time.perf_counter()
+  data = data if data is not None else load_transfer_data(config)
+  pretrained = api.pretrain(config, data, workdir, stop=stop)
+  timing = {"pretrain_s": time.perf_counter() - start}
+  rows, curves = [], []
+  for i, seed in enumerate(config.sweep.seeds):
+    path = os.path.join(workdir, f"seed_{seed}.json")
+    if os.path.exists(path):
+      with open(path) as f:
+        done = json.load(f)
+      logging.info("Seed %d: reusing %s.", seed, path)
+    else:
+      t = time.perf_counter()
+      model, variables, plan = train_seed(config, data, pretrained, seed, workdir, stop)
+      t_train = time.perf_counter() - t
+      done = evaluate_seed(config, data, model, variables, plan, pretrained, seed,
+                           basin_curves=i == 0)
+      done["timing"] = {"train_s": t_train, "evaluate_s": time.perf_counter() - t - t_train}
+      report.write_json(path, done)
+      logging.info("Seed %d done: train %.0f s, evaluate %.0f s.", seed, t_train,
+                   done["timing"]["evaluate_s"])
+    rows += done["rows"]
+    curves += done["curves"]
+    timing[f"seed_{seed}"] = done.get("timing")
+  timing["total_s"] = time.perf_counter() - start
+  write_csv(os.path.join(workdir, "sweep.csv"), rows, COLUMNS)
+  write_csv(os.path.join(workdir, "basin.csv"), curves, BASIN_COLUMNS)
+  summary = summarize(rows, config.eval.basin_threshold)
+  with open(os.path.join(workdir, "summary.md"), "w") as f:
+    f.write(summary)
+  plot_sweep(workdir, rows, curves)
+  report.write_json(os.path.join(workdir, "timing.json"), timing)
+  return {"rows": rows, "curves": curves, "summary": summary, "timing": timing}
+
+
+def write_csv(path: str, rows: list[dict[str, Any]], columns) -> None:
+  with open(path, "w", newline="") as f:
+    writer = csv.DictWriter(f, fieldnames=columns, extrasaction="ignore")
+    writer.writeheader()
+    for row in rows:
+      writer.writerow({k: "" if row.get(k) is None else row[k] for k in columns})
+
+
+# ------------------------------------------------------------------------------- summary
+
+
+def _cells(rows) -> dict[tuple, list[dict[str, Any]]]:
+  cells = {}
+  for row in rows:
+    cells.setdefault((row["method"], row["lr_ratio"], row["cycle_ratio"]), []).append(row)
+  return cells
+
+
+def _stat(group, key) -> tuple[float, float]:
+  values = [r[key] for r in group if r.get(key) is not None]
+  if not values:
+    return math.nan, math.nan
+  return float(np.mean(values)), float(np.std(values))
+
+
+def best_cells(rows, key: str = "ensemble_accuracy") -> dict[str, tuple]:
+  """Per method, the (lr_ratio, cycle_ratio) cell with the best mean ``key`` over seeds."""
+  best = {}
+  for (method, r, cr), group in _cells(rows).items():
+    mean = _stat(group, key)[0]
+    if method not in best or mean > best[method][1]:
+      best[method] = ((r, cr), mean)
+  return {method: cell for method, (cell, _) in best.items()}
+
+
+def summarize(rows, threshold: float) -> str:
+  """Markdown: the best setting per method (mean +- std over seeds) and the paper's claims."""
+  cells = _cells(rows)
+  best = best_cells(rows)
+  seeds = sorted({r["seed"] for r in rows})
+  fmt = lambda group, key: "{:.4f} +- {:.4f}".format(*_stat(group, key))
+  lines = [f"Best setting per method by mean ensemble test accuracy over {len(seeds)} seed(s) "
+           f"{seeds}; mean +- std.", "",
+           "| method | lr_ratio | cycle_ratio | ensemble acc | ensemble NLL | member acc | "
+           "uniform soup acc | greedy soup acc |", "|---|---|---|---|---|---|---|---|"]
+  for method in ("local_de", "global_de", "sse", "starsse"):
+    if method not in best:
+      continue
+    r, cr = best[method]
+    g = cells[(method, r, cr)]
+    lines.append(f"| {method} | {'-' if r is None else f'{r:g}'} | "
+                 f"{'-' if cr is None else f'{cr:g}'} | {fmt(g, 'ensemble_accuracy')} | "
+                 f"{fmt(g, 'ensemble_nll')} | {fmt(g, 'member_accuracy')} | "
+                 f"{fmt(g, 'uniform_soup_accuracy')} | {fmt(g, 'greedy_soup_accuracy')} |")
+  lines += ["", "Claims of the paper, checked on these numbers (means over seeds):", ""]
+  lines += _claims(rows, cells, best, threshold)
+  return "\n".join(lines) + "\n"
+
+
+def _claims(rows, cells, best, threshold) -> list[str]:
+  m = lambda method, r, cr, key: _stat(cells.get((method, r, cr), []), key)[0]
+  local = lambda key: m("local_de", None, None, key)
+  out = []
+  g_acc, l_acc = m("global_de", None, None, "ensemble_accuracy"), local("ensemble_accuracy")
+  g_nll, l_nll = m("global_de", None, None, "ensemble_nll"), local("ensemble_nll")
+  out.append(f"1. Global DE > Local DE: {'yes' if g_acc > l_acc else 'no'} (accuracy "
+             f"{g_acc:.4f} vs {l_acc:.4f}; NLL {g_nll:.4f} vs {l_nll:.4f}).")
+  sse_cells = {k: v for k, v in cells.items() if k[0] == "sse"}
+  if sse_cells:
+    top = max(k[1] for k in sse_cells)
+    (br, bcr) = best["sse"]
+    per_cycle = []
+    for cr in sorted({k[2] for k in sse_cells}):
+      barrier = m("sse", top, cr, "barrier_from_first")
+      per_cycle.append(f"cycle_ratio {cr:g}: acc {m('sse', top, cr, 'ensemble_accuracy'):.4f}, "
+                       f"member acc {m('sse', top, cr, 'member_accuracy'):.4f}"
+                       + ("" if math.isnan(barrier) else f", barrier {barrier:.3f}"))
+    best_acc = m("sse", br, bcr, "ensemble_accuracy")
+    top_acc = max(m("sse", top, cr, "ensemble_accuracy") for cr in {k[2] for k in sse_cells})
+    barriers = [r["barrier_from_first"] for r in rows
+                if r["method"] == "sse" and r["lr_ratio"] == top
+                and r.get("barrier_from_first") is not None]
+    left = any(b > threshold for b in barriers)
+    out.append(f"2. SSE with a large lr leaves the basin and degrades: "
+               f"{'yes' if left and top_acc < best_acc else 'no'} (largest lr_ratio {top:g}: "
+               f"{'; '.join(per_cycle)}; best SSE lr_ratio {br:g}, cycle_ratio {bcr:g}: acc "
+               f"{best_acc:.4f}; barrier threshold {threshold:g} nats).")
+  if "starsse" in best:
+    moderate = [k for k in cells if k[0] == "starsse" and k[1] <= 2]
+    if moderate:
+      cell = max(moderate, key=lambda k: m(*k, "ensemble_accuracy"))
+      s_acc, s_nll = m(*cell, "ensemble_accuracy"), m(*cell, "ensemble_nll")
+      out.append(f"3. StarSSE at a moderate lr beats Local DE: "
+                 f"{'yes' if s_acc > l_acc else 'no'} (best StarSSE with lr_ratio <= 2: "
+                 f"lr_ratio {cell[1]:g}, cycle_ratio {cell[2]:g}, acc {s_acc:.4f}, NLL "
+                 f"{s_nll:.4f}; Local DE acc {l_acc:.4f}, NLL {l_nll:.4f}).")
+    soup = {}
+    for method in ("starsse", "sse", "local_de"):
+      for name in ("uniform", "greedy"):
+        key = f"{name}_soup_accuracy"
+        soup[(method, name)] = max((m(*k, key), k) for k in cells if k[0] == method)
+    wins = all(soup[("starsse", n)][0] > soup[(o, n)][0]
+               for n in ("uniform", "greedy") for o in ("sse", "local_de"))
+    detail = "; ".join(
+        f"{n}: StarSSE {soup[('starsse', n)][0]:.4f}, SSE {soup[('sse', n)][0]:.4f}, "
+        f"Local DE {soup[('local_de', n)][0]:.4f}" for n in ("uniform", "greedy"))
+    out.append(f"4. StarSSE soups beat SSE and Local-DE soups: {'yes' if wins else 'no'} "
+               f"(best soup accuracy per method over the grid; {detail}).")
+  return out
+
+
+# ------------------------------------------------------------------------------- figures
+
+
+def plot_sweep(workdir: str, rows, curves) -> None:
+  """The sweep's figures (see the module docstring)."""
+  plt = report._pyplot()  # pylint: disable=protected-access
+  cells = _cells(rows)
+  cycle_ratios = sorted({k[2] for k in cells if k[2] is not None})
+  lr_ratios = sorted({k[1] for k in cells if k[1] is not None})
+  if not cycle_ratios:
+    return
+
+  def panel(path, keys, title_of):
+    fig, axes = plt.subplots(len(keys), len(cycle_ratios), squeeze=False,
+                             figsize=(3.2 * len(cycle_ratios), 2.8 * len(keys)))
+    for i, (key, styles) in enumerate(keys):
+      for j, cr in enumerate(cycle_ratios):
+        ax = axes[i][j]
+        for method, label, style in styles:
+          if method in ("local_de", "global_de"):
+            mean, std = _stat(cells.get((method, None, None), []), key)
+            ax.axhline(mean, ls=style, color="gray" if method == "local_de" else "black",
+                       label=label)
+            continue
+          stats = [_stat(cells.get((method, r, cr), []), key) for r in lr_ratios]
+          ax.errorbar(lr_ratios, [s[0] for s in stats], [s[1] for s in stats], marker="o",
+                      ls=style, capsize=2, label=label)
+        ax.set_xscale("log", base=2)
+        ax.set_title(f"cycle_ratio {cr:g}", fontsize=9)
+        ax.set_xlabel("lr_ratio")
+        if j == 0:
+          ax.set_ylabel(title_of(key), fontsize=9)
+    axes[0][0].legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(os.path.join(workdir, path), dpi=110)
+    plt.close(fig)
+
+  methods_ = [("sse", "SSE", "-"), ("starsse", "StarSSE", "-"), ("local_de", "Local DE", "--"),
+              ("global_de", "Global DE", ":")]
+  label = lambda key: "test " + key.replace("_", " ")
+  panel("sweep_ensemble.png", [("ensemble_accuracy", methods_), ("ensemble_nll", methods_)],
+        label)
+  soups = methods_[:3]  # Global DE's soup averages unrelated checkpoints: left out
+  panel("sweep_soups.png", [("uniform_soup_accuracy", soups), ("greedy_soup_accuracy", soups)],
+        label)
+  panel("sweep_members.png", [("member_accuracy", methods_)], label)
+  if curves:
+    _plot_curves(plt, os.path.join(workdir, "sweep_interpolation.png"), rows, curves)
+
+
+def _plot_curves(plt, path, rows, curves) -> None:
+  """NLL from the first model to an SSE / StarSSE member, for the best and the largest lr."""
+  best = best_cells(rows)
+  fig, axes = plt.subplots(1, 2, figsize=(9, 3.4), sharey=True)
+  for ax, method in zip(axes, ("sse", "starsse")):
+    mine = [c for c in curves if c["method"] == method]
+    if not mine:
+      continue
+    top = max(c["lr_ratio"] for c in mine)
+    want = sorted({top, best.get(method, (top,))[0]})
+    for r in want:
+      pts = [c for c in mine if c["lr_ratio"] == r]
+      which = "largest" if r == top else "best"
+      ax.plot([p["alpha"] for p in pts], [p["nll"] for p in pts], marker=".",
+              label=f"lr_ratio {r:g} ({which})")
+    ax.set_title(f"{method}: first model -> member (cycle_ratio {mine[0]['cycle_ratio']:g})",
+                 fontsize=9)
+    ax.set_xlabel("alpha")
+    ax.legend(fontsize=7)
+  axes[0].set_ylabel("test NLL (BN recomputed)")
+  fig.tight_layout()
+  fig.savefig(path, dpi=110)
+  plt.close(fig)
