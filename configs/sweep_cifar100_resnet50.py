@@ -6,7 +6,9 @@
 Data, model and fine-tuning protocol as ``configs/cifar100_resnet50.py`` (read its docstring for
 preparing CIFAR-100); the grid as ``configs/sweep.py``. A StarSSE phase holds 4 x 5 = 20 members;
 above 8 members the ``auto`` strategy runs them with ``lax.map``, one member's activations in
-memory at a time, so the phase fits one GPU. CKPT must hold 5 pre-trained checkpoints (Global DE).
+memory at a time, so the phase fits one GPU; the finished members of a seed (170, with their
+momentum: about 35 GB for ResNet-50) stay on the device, so use an 80 GB GPU or several devices.
+CKPT must hold 5 pre-trained checkpoints (Global DE).
 Not run by this project yet.
 """
 import ml_collections

@@ -164,8 +164,9 @@ def main():
     rate = bench_epoch(args.model, k, "auto", args.batch, args.size, args.steps, args.dtype,
                        args.image_size, args.repeats)
     rows.append((str(k), "auto", "epoch (host data)", rate, rate / baseline["rate"], None))
+  flop_note = f"{flops / 1e9:.2f} GFLOP per image per step" if flops else "no FLOP count"
   print(f"\n{args.model}@{train_size}px (stored {args.size}px) {args.dtype}, batch {args.batch} "
-        f"per member, {device.device_kind}, {flops / 1e9:.2f} GFLOP per image per step\n")
+        f"per member, {device.device_kind}, {flop_note}\n")
   print("| members | strategy | measured | member img/s | vs one member | TFLOP/s | compile s |")
   print("|---|---|---|---|---|---|---|")
   for k, strategy, what, rate, eff, compile_s in rows:
