@@ -380,10 +380,10 @@ def _plot_curves(plt, path, rows, curves) -> None:
     if not mine:
       continue
     top = max(c["lr_ratio"] for c in mine)
-    want = sorted({top, best.get(method, (top,))[0]})
-    for r in want:
+    best_r = best.get(method, (top,))[0]
+    for r in sorted({top, best_r}):
       pts = [c for c in mine if c["lr_ratio"] == r]
-      which = "largest" if r == top else "best"
+      which = " and ".join(w for w, v in (("best", best_r), ("largest", top)) if v == r)
       ax.plot([p["alpha"] for p in pts], [p["nll"] for p in pts], marker=".",
               label=f"lr_ratio {r:g} ({which})")
     ax.set_title(f"{method}: first model -> member (cycle_ratio {mine[0]['cycle_ratio']:g})",
