@@ -27,6 +27,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.data.target_classes = (5, 6, 7, 8, 9)
   c.data.target_train_per_class = 200
   c.data.target_val_per_class = 100
+  c.data.target_test_per_class = 0  # 0: the whole test split of the target classes
   c.data.crop_padding = 2
   c.data.image_size = 0  # 0: native size, padded crop; N: random-resized-crop to N px (e.g. 224)
   c.data.flip = True
@@ -119,7 +120,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
        f"checkpoint_every_steps={config.checkpoint_every_steps!r}; use 0 (phase ends and signals "
        "only) or a positive count.")
   for name in ("pretrain.weight_decay", "finetune.weight_decay", "data.crop_padding",
-               "data.image_size"):
+               "data.image_size", "data.target_test_per_class"):
     value = config[name.split(".")[0]][name.split(".")[1]]
     need(value >= 0, f"{name}={value!r} must not be negative.")
   for name in ("pretrain.momentum", "finetune.momentum"):

@@ -181,6 +181,9 @@ def transfer_split(splits: dict[str, Split], data_config, seed: int) -> Transfer
       _select(splits["train"], target_classes),
       [data_config.target_train_per_class, data_config.target_val_per_class], rng)
   target_test = _select(splits["test"], target_classes)
+  if data_config.get("target_test_per_class", 0):  # a fixed, seeded subset of the test split
+    target_test, = _per_class(target_test, [data_config.target_test_per_class],
+                              np.random.default_rng(seed + 1))
   pixels = source_train.images.reshape(-1, source_train.images.shape[-1]).astype(np.float64) / 255
   data = TransferData(source_train, target_train, target_val, target_test,
                       len(source_classes), len(target_classes),

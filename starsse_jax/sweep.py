@@ -4,7 +4,7 @@ Global Deep Ensembles of the same size, over several seeds.
 Per seed, the whole grid is one plan (``methods.sweep_plan``): the StarSSE branches of every
 lr_ratio train as members of one stacked phase with a per-member learning rate, and one SSE chain
 per lr_ratio advances per phase. Training is checkpointed like any run (a rerun resumes); a
-finished seed's numbers are written to ``seed_<s>.json`` and not recomputed.
+finished seed's numbers are written to ``seed_<s>-<hash>.json`` and not recomputed.
 
 Outputs in the workdir: ``sweep.csv`` (one row per seed x cell, every number), ``basin.csv``
 (interpolation curves from the first model to SSE/StarSSE members, first seed), ``summary.md``
@@ -181,7 +181,8 @@ def run_sweep(config, workdir: str, data: TransferData | None = None,
   timing = {"pretrain_s": time.perf_counter() - start}
   rows, curves = [], []
   for i, seed in enumerate(config.sweep.seeds):
-    path = os.path.join(workdir, f"seed_{seed}.json")
+    # Named by the settings' hash, so that a changed config never reuses another's numbers.
+    path = os.path.join(workdir, f"seed_{seed}-{resume.fingerprint(config.to_dict(), ())}.json")
     if os.path.exists(path):
       with open(path) as f:
         done = json.load(f)

@@ -65,6 +65,14 @@ def test_real_fashion_mnist_and_transfer_split():
   # Target labels are remapped 5..9 -> 0..4; source keeps 0..4.
   assert split.target_test.labels.max() == 4 and split.source_train.labels.max() == 4
   assert 0.2 < float(split.mean[0]) < 0.4  # Fashion-MNIST's mean pixel is about 0.286
+  # A test subset: balanced, drawn from the full test split, the same for every call.
+  config.data.target_test_per_class = 40
+  subset = data.transfer_split(splits, config.data, seed=0).target_test
+  assert np.bincount(subset.labels).tolist() == [40] * 5
+  full = {img.tobytes() for img in split.target_test.images}
+  assert all(img.tobytes() in full for img in subset.images)
+  again = data.transfer_split(splits, config.data, seed=0).target_test
+  np.testing.assert_array_equal(subset.images, again.images)
 
 
 def test_transfer_split_is_seeded_and_checks_classes(tmp_path):
