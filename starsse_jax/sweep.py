@@ -236,25 +236,22 @@ def _stat(group, key) -> tuple[float, float]:
   return float(np.mean(values)), float(np.std(values))
 
 
-def best_cells(rows, key: str = "ensemble_accuracy") -> dict[str, tuple]:
-  """Per method, the (lr_ratio, cycle_ratio) cell with the best mean ``key`` over seeds."""
+def best_cells(rows, key: str = "ensemble_accuracy", cycle_ratio=None) -> dict[str, tuple]:
+  """Per method, the (lr_ratio, cycle_ratio) cell with the best mean ``key`` over seeds (only
+  cells of ``cycle_ratio``, and the baselines, when it is given)."""
   best = {}
   for (method, r, cr), group in _cells(rows).items():
+    if cycle_ratio is not None and cr not in (None, cycle_ratio):
+      continue
     mean = _stat(group, key)[0]
     if method not in best or mean > best[method][1]:
       best[method] = ((r, cr), mean)
   return {method: cell for method, (cell, _) in best.items()}
 
 
-def summarize(rows, threshold: float) -> str:
-  """Markdown: the best setting per method (mean +- std over seeds) and the paper's claims."""
-  cells = _cells(rows)
-  best = best_cells(rows)
-  seeds = sorted({r["seed"] for r in rows})
+def _best_table(cells, best) -> list[str]:
   fmt = lambda group, key: "{:.4f} +- {:.4f}".format(*_stat(group, key))
-  lines = [f"Best setting per method by mean ensemble test accuracy over {len(seeds)} seed(s) "
-           f"{seeds}; mean +- std.", "",
-           "| method | lr_ratio | cycle_ratio | ensemble acc | ensemble NLL | member acc | "
+  lines = ["| method | lr_ratio | cycle_ratio | ensemble acc | ensemble NLL | member acc | "
            "uniform soup acc | greedy soup acc |", "|---|---|---|---|---|---|---|---|"]
   for method in ("local_de", "global_de", "sse", "starsse"):
     if method not in best:
@@ -265,6 +262,20 @@ def summarize(rows, threshold: float) -> str:
                  f"{'-' if cr is None else f'{cr:g}'} | {fmt(g, 'ensemble_accuracy')} | "
                  f"{fmt(g, 'ensemble_nll')} | {fmt(g, 'member_accuracy')} | "
                  f"{fmt(g, 'uniform_soup_accuracy')} | {fmt(g, 'greedy_soup_accuracy')} |")
+  return lines
+
+
+def summarize(rows, threshold: float) -> str:
+  """Markdown: the best setting per method (mean +- std over seeds) and the paper's claims."""
+  cells = _cells(rows)
+  best = best_cells(rows)
+  seeds = sorted({r["seed"] for r in rows})
+  lines = [f"Best setting per method by mean ensemble test accuracy over {len(seeds)} seed(s) "
+           f"{seeds}; mean +- std.", ""] + _best_table(cells, best)
+  if any(k[2] == 1.0 for k in cells):
+    lines += ["", "At equal training compute (cycle_ratio 1: every method trains 5 x E "
+              "member-epochs for K = 5):", ""] + _best_table(cells, best_cells(rows,
+                                                                                cycle_ratio=1.0))
   lines += ["", "Claims of the paper, checked on these numbers (means over seeds):", ""]
   lines += _claims(rows, cells, best, threshold)
   return "\n".join(lines) + "\n"
