@@ -5,7 +5,7 @@ import pytest
 from ml_collections import config_flags  # noqa: F401  (config files are loaded as the CLI does)
 
 from conftest import REPO, tiny_config
-from starsse_jax import configlib
+from starsse_jax import configlib, sweep
 
 
 def _load(path):
@@ -19,8 +19,13 @@ def _load(path):
 @pytest.mark.parametrize("path", sorted(glob.glob(os.path.join(REPO, "configs", "*.py"))))
 def test_every_config_file_validates_and_documents_its_command(path):
   module = _load(path)
-  configlib.validate(module.get_config())
-  assert "python -m starsse_jax.main --config=configs/" in module.__doc__
+  config = module.get_config()
+  configlib.validate(config)
+  if "sweep" in config:
+    sweep.validate(config)
+    assert "python experiments/sweep.py --config=configs/" in module.__doc__
+  else:
+    assert "python -m starsse_jax.main --config=configs/" in module.__doc__
 
 
 @pytest.mark.parametrize("field,value,message", [
