@@ -10,12 +10,12 @@ Interrupting (Ctrl-C / SIGTERM) saves the progress; rerunning the same command r
 import os
 import sys
 
-from absl import app, flags, logging
+from absl import app, flags
 from ml_collections import config_flags
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from starsse_jax import resume, sweep  # noqa: E402
+from starsse_jax import report, resume, sweep  # noqa: E402
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Path to a sweep config file.",
                                           lock_config=True)
@@ -26,8 +26,7 @@ flags.mark_flags_as_required(["config"])
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-  logging.set_verbosity(logging.INFO)
-  logging.get_absl_handler().addFilter(lambda record: "orbax" not in record.pathname)
+  report.quiet_cli_logging()
   if "sweep" not in _CONFIG.value:
     raise app.UsageError("This config has no 'sweep' section; start from configs/sweep.py.")
   try:

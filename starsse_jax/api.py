@@ -210,6 +210,23 @@ def evaluate(config, data: TransferData, ens: Ensemble) -> dict[str, Any]:
   return results
 
 
+def body_params(params: dict[str, Any]) -> dict[str, Any]:
+  """All parameters but the classifier head (what a member shares with its pre-trained point)."""
+  return {name: v for name, v in params.items() if name != models.HEAD}
+
+
+def curve_fn(config, data: TransferData, model, batch_stats_template):
+  """``basin.interpolation_curve`` bound to the target data and the evaluation settings:
+  call it with the two end points' params."""
+  return functools.partial(
+      basin.interpolation_curve, model, batch_stats_template=batch_stats_template,
+      train_images=data.target_train.images, test_images=data.target_test.images,
+      test_labels=data.target_test.labels, mean=data.mean, std=data.std,
+      num_points=config.eval.basin_points, bn_batch_size=config.eval.bn_batch_size,
+      eval_batch_size=config.eval.batch_size, strategy=config.execution.member_strategy,
+      image_size=config.data.image_size, threshold=config.eval.basin_threshold)
+
+
 def basin_report(config, data: TransferData, ens: Ensemble,
                  pretrained: dict[str, Any]) -> dict[str, Any]:
   """Where each member lies relative to member 0, its predecessor and its pre-trained point.
@@ -223,14 +240,8 @@ def basin_report(config, data: TransferData, ens: Ensemble,
   params = ens.variables["params"]
   template = members.take(ens.variables["batch_stats"], 0)
   first = members.take(params, 0)
-  curve = functools.partial(
-      basin.interpolation_curve, ens.model, batch_stats_template=template,
-      train_images=data.target_train.images, test_images=data.target_test.images,
-      test_labels=data.target_test.labels, mean=data.mean, std=data.std,
-      num_points=config.eval.basin_points, bn_batch_size=config.eval.bn_batch_size,
-      eval_batch_size=config.eval.batch_size, strategy=config.execution.member_strategy,
-      image_size=config.data.image_size, threshold=config.eval.basin_threshold)
-  body = lambda p: {name: v for name, v in p.items() if name != models.HEAD}
+  curve = curve_fn(config, data, ens.model, template)
+  body = body_params
   rows = []
   for k in range(ens.num_members):
     member = members.take(params, k)

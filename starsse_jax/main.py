@@ -2,7 +2,7 @@
 
 Any config field can be overridden, e.g. ``--config.num_members=3 --config.finetune.lr_ratio=0.25``.
 """
-from absl import app, flags, logging
+from absl import app, flags
 from ml_collections import config_flags
 
 from starsse_jax import api, report, resume
@@ -17,9 +17,7 @@ flags.mark_flags_as_required(["config"])
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-  logging.set_verbosity(logging.INFO)
-  # Orbax logs every step of every save at INFO; keep the run's own progress readable.
-  logging.get_absl_handler().addFilter(lambda record: "orbax" not in record.pathname)
+  report.quiet_cli_logging()
   try:
     results = api.run(_CONFIG.value, _WORKDIR.value)
   except resume.Interrupted as stopped:

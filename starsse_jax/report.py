@@ -42,6 +42,14 @@ def write_json(path: str, results: dict[str, Any]) -> None:
   os.replace(tmp, path)
 
 
+def quiet_cli_logging() -> None:
+  """INFO logs for a command line, without orbax's per-save chatter."""
+  from absl import logging as absl_logging  # pylint: disable=g-import-not-at-top
+  absl_logging.set_verbosity(absl_logging.INFO)
+  # Orbax logs every step of every save at INFO; keep the run's own progress readable.
+  absl_logging.get_absl_handler().addFilter(lambda record: "orbax" not in record.pathname)
+
+
 def _pyplot():
   """matplotlib's pyplot on the file-only Agg backend (runs without a display)."""
   import matplotlib  # pylint: disable=g-import-not-at-top

@@ -14,7 +14,6 @@ Outputs in the workdir: ``sweep.csv`` (one row per seed x cell, every number), `
 from __future__ import annotations
 
 import csv
-import functools
 import json
 import logging
 import math
@@ -98,10 +97,6 @@ def predict_all(config, data: TransferData, model, variables, images, chunk: int
   return np.concatenate(out)
 
 
-def _body(params):
-  return {name: v for name, v in params.items() if name != models.HEAD}
-
-
 def evaluate_seed(config, data: TransferData, model, variables, plan: methods.SweepPlan,
                   pretrained, seed: int, basin_curves: bool) -> dict[str, Any]:
   """Rows of ``COLUMNS`` for every cell, and (if ``basin_curves``) the interpolation curves."""
@@ -116,8 +111,8 @@ def evaluate_seed(config, data: TransferData, model, variables, plan: methods.Sw
     return member_id - k if k <= member_id < 2 * k else local
 
   def distance_to_pretrained(member_id: int) -> float:
-    return basin.l2_distance(_body(members.take(params, member_id)),
-                             _body(members.take(pretrained["params"], source_of(member_id))))
+    return basin.l2_distance(api.body_params(members.take(params, member_id)),
+                             api.body_params(members.take(pretrained["params"], source_of(member_id))))
 
   rows, curves = [], []
   for (method, r, cr), ids in plan.ensembles.items():
@@ -149,24 +144,14 @@ def evaluate_seed(config, data: TransferData, model, variables, plan: methods.Sw
     if basin_curves and method in ("sse", "starsse") and cr == float(c.sweep.basin_cycle_ratio):
       # SSE's last member has travelled furthest along its chain; StarSSE's branches are alike.
       target = ids[-1] if method == "sse" else ids[1]
-      curve = _curve(c, data, model, variables)(first, members.take(params, target))
+      curve = api.curve_fn(c, data, model, members.take(variables["batch_stats"], 0))(
+          first, members.take(params, target))
       row["barrier_from_first"], row["left_basin"] = curve["barrier"], curve["left_basin"]
       curves += [{"seed": seed, "method": method, "lr_ratio": r, "cycle_ratio": cr, "alpha": a,
                   "nll": n, "accuracy": acc}
                  for a, n, acc in zip(curve["alpha"], curve["nll"], curve["accuracy"])]
     rows.append(row)
   return {"rows": rows, "curves": curves}
-
-
-def _curve(config, data: TransferData, model, variables):
-  return functools.partial(
-      basin.interpolation_curve, model,
-      batch_stats_template=members.take(variables["batch_stats"], 0),
-      train_images=data.target_train.images, test_images=data.target_test.images,
-      test_labels=data.target_test.labels, mean=data.mean, std=data.std,
-      num_points=config.eval.basin_points, bn_batch_size=config.eval.bn_batch_size,
-      eval_batch_size=config.eval.batch_size, strategy=config.execution.member_strategy,
-      image_size=config.data.image_size, threshold=config.eval.basin_threshold)
 
 
 def run_sweep(config, workdir: str, data: TransferData | None = None,

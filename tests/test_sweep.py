@@ -1,10 +1,7 @@
 import csv
-import json
 import math
-import os
 
 import ml_collections
-import numpy as np
 import pytest
 
 from conftest import synthetic_transfer, tiny_config
