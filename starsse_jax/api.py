@@ -24,10 +24,11 @@ import jax
 import numpy as np
 
 from starsse_jax import (basin, checkpoint, configlib, inference, members, methods, metrics,
-                         models, report, resume, soups, train)
-from starsse_jax.data import TransferData, load_transfer_data
+                         models, report, resume, soups, train, weights)
+from starsse_jax import data as data_lib
+from starsse_jax.data import TransferData, from_arrays, load_transfer_data
 
-__all__ = ["Ensemble", "load_transfer_data", "pretrain", "finetune", "evaluate", "make_soups",
+__all__ = ["Ensemble", "load_transfer_data", "from_arrays", "import_checkpoints", "pretrain", "finetune", "evaluate", "make_soups",
            "basin_report", "run"]
 
 
@@ -49,7 +50,8 @@ def _trainer(config, model, data: TransferData, opt_config) -> train.Trainer:
       model=model, tx=train.make_optimizer(opt_config.weight_decay, opt_config.momentum),
       mean=data.mean, std=data.std, crop_padding=config.data.crop_padding,
       flip=config.data.flip, strategy=config.execution.member_strategy, seed=config.seed,
-      num_devices=config.execution.num_devices, image_size=config.data.image_size)
+      num_devices=config.execution.num_devices, image_size=config.data.image_size,
+      placement=config.data.placement)
 
 
 def _checkpointer(config, trainer: train.Trainer, data: TransferData, workdir: str | None,
@@ -72,16 +74,66 @@ def _check_batch(batch_size: int, num_examples: int, field: str, what: str) -> N
                      "or use more data.")
 
 
+def import_checkpoints(config, data: TransferData) -> dict[str, Any]:
+  """Stacked variables of the pre-trained files ``pretrain.checkpoint`` names (as many as the
+  method needs), converted from torchvision layout and checked against ``config.model`` and the
+  data's channels. Their classifiers are dropped: every member gets a fresh head."""
+  needed = methods.checkpoints_needed(config.method, config.num_members)
+  needed = max(needed, config.pretrain.num_checkpoints if config.method == "global_de" else 1)
+  files = weights.checkpoint_files(config.pretrain.checkpoint)
+  if len(files) < needed:
+    raise ValueError(f"method={config.method!r} needs {needed} pre-trained checkpoints; "
+                     f"pretrain.checkpoint names {len(files)}.")
+  model = models.build_model(config.model, max(1, data.num_target_classes))
+  loaded = []
+  for path in files[:needed]:
+    t = time.perf_counter()
+    variables = weights.load(path, model, config.pretrain.checkpoint_prefix,
+                             config.pretrain.checkpoint_key)
+    variables["params"].pop(models.HEAD, None)
+    loaded.append(variables)
+    logging.info("Imported %s (%.1f s).", path, time.perf_counter() - t)
+  expected = _trainer(config, model, data, config.pretrain).init_variables(0, data.image_shape)
+  stacked = members.stack(loaded)
+  checkpoint.check_matches(expected, stacked, f"pre-trained weights {files[:needed]} for "
+                           f"images of shape {data.image_shape}",
+                           skip_prefix=f"['params']['{models.HEAD}']", leading_axes=1)
+  return stacked
+
+
+def _own_checkpoint_dir(config, workdir: str | None) -> str | None:
+  """Where this library's own pre-training is cached; refuses a directory that holds something
+  else, so that a mistyped path is never trained into."""
+  directory = config.pretrain.checkpoint_dir
+  if not directory:
+    return os.path.join(workdir, "pretrained") if workdir else None
+  if os.path.isfile(directory):
+    raise ValueError(f"pretrain.checkpoint_dir={directory!r} is a file. To fine-tune from "
+                     "pre-trained weights in a file, set pretrain.checkpoint to it instead.")
+  if os.path.isdir(directory) and os.listdir(directory) and not checkpoint.exists(directory):
+    raise ValueError(f"pretrain.checkpoint_dir={directory!r} is not empty but holds no checkpoint "
+                     "of this library. Point it at a directory a previous run pre-trained into, "
+                     "or at a new or empty one to pre-train there; for weight files (.pth, "
+                     ".safetensors, .npz) use pretrain.checkpoint.")
+  return directory
+
+
 def pretrain(config, data: TransferData, workdir: str | None = None, writer=None,
              stop: resume.StopRequest | None = None) -> dict[str, Any]:
   """Stacked pre-trained variables (``pretrain.num_checkpoints`` members) for the source task.
 
-  Reuses the checkpoint in ``pretrain.checkpoint_dir`` (default ``WORKDIR/pretrained``) after
-  checking that its architecture matches ``config.model``; trains and saves one otherwise. The
-  checkpoints of Global DE are independent runs from different seeds, trained as one stacked run.
+  With ``pretrain.checkpoint`` set, imports those files (``import_checkpoints``) and trains
+  nothing. Otherwise reuses this library's checkpoint in ``pretrain.checkpoint_dir`` (default
+  ``WORKDIR/pretrained``) after checking that its architecture matches ``config.model``, or trains
+  and saves one. The checkpoints of Global DE are independent runs from different seeds, trained
+  as one stacked run.
   """
-  directory = config.pretrain.checkpoint_dir or (
-      os.path.join(workdir, "pretrained") if workdir else None)
+  if config.pretrain.checkpoint:
+    return import_checkpoints(config, data)
+  if data.source_train is None:
+    raise ValueError("This data has no source task to pre-train on (a whole-dataset target): set "
+                     "pretrain.checkpoint to the pre-trained weights to fine-tune from.")
+  directory = _own_checkpoint_dir(config, workdir)
   model = models.build_model(config.model, data.num_source_classes)
   trainer = _trainer(config, model, data, config.pretrain)
   expected = trainer.init_variables(0, data.image_shape)  # at the training resolution
@@ -268,20 +320,26 @@ def _check_workdir(workdir: str) -> None:
                           "with --workdir.") from e
 
 
-def run(config, workdir: str) -> dict[str, Any]:
-  """The whole job: validate, load data, pre-train (or reuse), fine-tune, evaluate, write outputs.
+def run(config, workdir: str, data: TransferData | tuple | None = None) -> dict[str, Any]:
+  """The whole job: validate, load data, pre-train (or import, or reuse), fine-tune, evaluate,
+  write outputs.
 
+  ``data``: the config's data when None; a ``TransferData``; or a notebook's arrays
+  ``(train_images, train_labels, test_images, test_labels)`` as the target task.
   Writes ``results.json``, ``timing.json``, ``learning_rates.png`` and ``ensemble_size.png`` to
   ``workdir`` and returns the results (with timing). SIGTERM/SIGINT during training finish the
   current step, save the progress and raise ``resume.Interrupted``; rerunning resumes.
   """
-  configlib.validate(config)
+  configlib.validate(config, data_given=data is not None)
   if config.execution.distributed:
     jax.distributed.initialize()  # must precede any other JAX call; reads the TPU/cluster env
   _check_workdir(workdir)
   times = {}
   t = time.perf_counter()
-  data = load_transfer_data(config)
+  if data is None:
+    data = load_transfer_data(config)
+  elif not isinstance(data, TransferData):
+    data = data_lib.from_arrays(config, *data)
   _check_batch(config.finetune.batch_size, len(data.target_train), "finetune.batch_size",
                "target training images")
   times["data_s"] = time.perf_counter() - t

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import ml_collections
 
-from starsse_jax import members, methods, models
+from starsse_jax import members, methods, models, sources, weights
 
 
 def base_config() -> ml_collections.ConfigDict:
@@ -20,17 +20,23 @@ def base_config() -> ml_collections.ConfigDict:
   c.checkpoint_every_steps = 200  # progress checkpoints (also at phase ends and on SIGTERM/SIGINT)
 
   c.data = ml_collections.ConfigDict()
-  c.data.name = "fashion_mnist"  # or a prepared TFDS dataset, e.g. 'cifar100'
+  # 'split': fine-tune on data.target_classes of data.name (pre-train on data.source_classes);
+  # or a whole dataset: 'tfds:NAME', 'folder:PATH', 'npz:PATH', 'fashion_mnist'.
+  c.data.target = "split"
+  c.data.name = "fashion_mnist"  # the dataset that 'split' cuts: or a prepared TFDS dataset name
   c.data.fashion_mnist_dir = "/usr/share/datasets/fashion-mnist"
   c.data.tfds_data_dir = ""
   c.data.source_classes = (0, 1, 2, 3, 4)
   c.data.target_classes = (5, 6, 7, 8, 9)
-  c.data.target_train_per_class = 200
+  c.data.target_train_per_class = 200  # 0 (whole-dataset targets only): all but the val slice
   c.data.target_val_per_class = 100
   c.data.target_test_per_class = 0  # 0: the whole test split of the target classes
   c.data.crop_padding = 2
   c.data.image_size = 0  # 0: native size, padded crop; N: random-resized-crop to N px (e.g. 224)
   c.data.flip = True
+  c.data.stored_size = 0  # N > 0: images resized (shorter side) + centre-cropped to N x N on load
+  c.data.cache_dir = ""  # decoded image folders (default ~/.cache/starsse_jax)
+  c.data.placement = "auto"  # 'device': images on the accelerator; 'host': batches sent per step
 
   c.model = ml_collections.ConfigDict()
   c.model.name = "resnet_small"
@@ -38,9 +44,18 @@ def base_config() -> ml_collections.ConfigDict:
   c.model.width = 16
   c.model.dtype = "float32"
   c.model.bn_momentum = 0.9
+  c.model.stem = ""  # '' = per model (resnet_small: 'cifar', resnetNN: 'imagenet'), or either
 
   c.pretrain = ml_collections.ConfigDict()
-  c.pretrain.checkpoint_dir = ""  # default: WORKDIR/pretrained
+  # Pre-trained weights from elsewhere (torchvision/timm ResNet layout): a file, several files
+  # separated by commas, or a glob (sorted); Global DE needs num_members of them. When set, no
+  # pre-training runs and no source data is read.
+  c.pretrain.checkpoint = ""
+  c.pretrain.checkpoint_prefix = "auto"  # e.g. 'module.', 'module.encoder_q.'; auto: detect
+  c.pretrain.checkpoint_key = "auto"  # the entry holding the state_dict, e.g. 'state_dict'
+  c.pretrain.input_mean = (0.485, 0.456, 0.406)  # the checkpoint's input normalisation
+  c.pretrain.input_std = (0.229, 0.224, 0.225)  # (ImageNet's)
+  c.pretrain.checkpoint_dir = ""  # this library's own pre-training: default WORKDIR/pretrained
   c.pretrain.num_checkpoints = 1  # Global DE needs num_members of them
   c.pretrain.epochs = 3.0
   c.pretrain.lr = 0.1
@@ -76,8 +91,10 @@ def base_config() -> ml_collections.ConfigDict:
   return c
 
 
-def validate(config: ml_collections.ConfigDict) -> None:
-  """Raises ``ValueError`` naming the field and a fix for the first bad value found."""
+def validate(config: ml_collections.ConfigDict, data_given: bool = False) -> None:
+  """Raises ``ValueError`` naming the field and a fix for the first bad value found.
+
+  ``data_given``: the data comes from the caller (arrays), not from ``config.data``'s source."""
 
   def need(ok: bool, message: str):
     if not ok:
@@ -108,7 +125,6 @@ def validate(config: ml_collections.ConfigDict) -> None:
       "finetune.cycle_ratio": config.finetune.cycle_ratio,
       "finetune.fge_cycle_epochs": config.finetune.fge_cycle_epochs,
       "finetune.fge_lr_1": config.finetune.fge_lr_1, "finetune.fge_lr_2": config.finetune.fge_lr_2,
-      "data.target_train_per_class": config.data.target_train_per_class,
       "data.target_val_per_class": config.data.target_val_per_class,
       "eval.batch_size": config.eval.batch_size, "eval.bn_batch_size": config.eval.bn_batch_size,
       "eval.basin_threshold": config.eval.basin_threshold,
@@ -120,13 +136,44 @@ def validate(config: ml_collections.ConfigDict) -> None:
        f"checkpoint_every_steps={config.checkpoint_every_steps!r}; use 0 (phase ends and signals "
        "only) or a positive count.")
   for name in ("pretrain.weight_decay", "finetune.weight_decay", "data.crop_padding",
-               "data.image_size", "data.target_test_per_class"):
+               "data.image_size", "data.target_test_per_class", "data.stored_size",
+               "data.target_train_per_class"):
     value = config[name.split(".")[0]][name.split(".")[1]]
     need(value >= 0, f"{name}={value!r} must not be negative.")
   for name in ("pretrain.momentum", "finetune.momentum"):
     value = config[name.split(".")[0]][name.split(".")[1]]
     need(0 <= value < 1, f"{name}={value!r} must lie in [0, 1).")
-  if config.method == "global_de":
+  need(config.data.placement in ("auto", "device", "host"),
+       f"data.placement={config.data.placement!r}; use 'auto', 'device' or 'host'.")
+  need(config.model.stem in ("",) + models.STEMS,
+       f"model.stem={config.model.stem!r}; use '' (the model's own), 'imagenet' or 'cifar'.")
+  whole_dataset = config.data.target not in ("", "split")
+  if data_given:
+    pass
+  elif whole_dataset:
+    name = config.data.target.partition(":")[0]
+    need(name in sources.SOURCES,
+         f"data.target={config.data.target!r}: unknown source {name!r}; use 'split' or one of "
+         f"{sorted(sources.SOURCES)} as 'NAME:LOCATION' (e.g. 'tfds:cifar100', "
+         "'folder:/data/pets', 'npz:arrays.npz').")
+  else:
+    need(config.data.target_train_per_class > 0,
+         "data.target_train_per_class=0 (all images) works only for a whole-dataset data.target; "
+         "the class split needs a positive count.")
+  if config.pretrain.checkpoint:
+    files = weights.checkpoint_files(config.pretrain.checkpoint)  # raises for missing files
+    needed = methods.checkpoints_needed(config.method, config.num_members)
+    need(len(files) >= needed,
+         f"method={config.method!r} with num_members={config.num_members} needs {needed} "
+         f"pre-trained checkpoints; pretrain.checkpoint names {len(files)} ({files}). Give "
+         f"{needed} files separated by commas, or a glob.")
+    need(len(config.pretrain.input_mean) == len(config.pretrain.input_std),
+         "pretrain.input_mean and pretrain.input_std need one value per channel each.")
+  else:
+    need(not whole_dataset or data_given,
+         f"data.target={config.data.target!r} is a whole dataset with no source task to "
+         "pre-train on: set pretrain.checkpoint to the pre-trained weights to fine-tune from.")
+  if config.method == "global_de" and not config.pretrain.checkpoint:
     need(config.pretrain.num_checkpoints >= config.num_members,
          f"method='global_de' with num_members={config.num_members} needs "
          f"pretrain.num_checkpoints >= {config.num_members} (one pre-trained checkpoint per member), "

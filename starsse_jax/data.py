@@ -1,54 +1,46 @@
-"""Datasets for the transfer setting, held on the device and augmented there.
+"""The data of a transfer run: target splits on the host, images augmented on the device.
 
-A *transfer split* cuts one labelled image dataset by class: the source classes are the
-pre-training task, the target classes the fine-tuning task, from whose training images a small
-labelled set and a held-out validation slice are drawn; the target test set is complete.
+Two ways to name the fine-tuning data (``data.target``):
+- ``'split'`` (default): a *transfer split* of one labelled dataset (``data.name``: the embedded
+  Fashion-MNIST, or a source such as ``tfds:cifar100``) cut by class: the source classes are the
+  pre-training task, the target classes the fine-tuning task, from whose training images a small
+  labelled set and a held-out validation slice are drawn; the target test set is complete.
+- a whole dataset, for fine-tuning a checkpoint pre-trained elsewhere (``pretrain.checkpoint``):
+  ``tfds:NAME``, ``folder:PATH``, ``npz:PATH`` or ``fashion_mnist`` (``starsse_jax.sources``),
+  or arrays in a notebook (``from_arrays``). All its classes are the task; the validation slice
+  is carved from its training split (seeded, class-balanced), the test set is its test split.
 
-Sources of images:
-- ``fashion_mnist``: the IDX files of Fashion-MNIST (the Debian package ``dataset-fashion-mnist``
-  installs them; any directory with the four ``*-ubyte.gz`` files works). Runs offline.
-- any other name: a TFDS dataset read through ``tfds.data_source`` from ``tfds_data_dir``
-  (already prepared in ``array_record`` format; nothing is downloaded at run time).
+With a pre-trained checkpoint the inputs are normalised with the checkpoint's statistics
+(``pretrain.input_mean`` / ``input_std``, ImageNet's by default) and grey images get three
+channels; no source data is read.
 """
 from __future__ import annotations
 
 import dataclasses
-import gzip
-import os
-import struct
-from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-FASHION_MNIST_FILES = {
-    "train": ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"),
-    "test": ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"),
-}
+from starsse_jax import sources
+from starsse_jax.sources.common import DatasetError, DatasetNotFoundError, Split
+from starsse_jax.sources.fashion_mnist import FILES as FASHION_MNIST_FILES, read_idx
+from starsse_jax.sources.npz_arrays import from_arrays as split_from_arrays
 
-
-class DatasetNotFoundError(FileNotFoundError):
-  """A dataset is not where the config says; the message says how to get it."""
-
-
-class Split(NamedTuple):
-  images: np.ndarray  # uint8 [N, H, W, C]
-  labels: np.ndarray  # int32 [N]
-
-  def __len__(self):
-    return len(self.labels)
+__all__ = ["Split", "TransferData", "DatasetError", "DatasetNotFoundError", "read_idx",
+           "FASHION_MNIST_FILES", "load_fashion_mnist", "load_dataset", "transfer_split",
+           "target_split", "from_arrays", "load_transfer_data", "check_split"]
 
 
 @dataclasses.dataclass
 class TransferData:
-  source_train: Split
+  source_train: Split | None  # None when the pre-trained network comes from a checkpoint
   target_train: Split
   target_val: Split
   target_test: Split
   num_source_classes: int
   num_target_classes: int
-  mean: np.ndarray  # per-channel, over source training images, in [0, 1] units
+  mean: np.ndarray  # per-channel input normalisation, in [0, 1] units
   std: np.ndarray
 
   @property
@@ -56,75 +48,19 @@ class TransferData:
     return tuple(self.target_test.images.shape[1:])
 
 
-# ---------------------------------------------------------------------------- reading
-
-
-def read_idx(path: str) -> np.ndarray:
-  """Reads an IDX file (gzip or raw) of unsigned bytes into an array of its declared shape."""
-  opener = gzip.open if path.endswith(".gz") else open
-  with opener(path, "rb") as f:
-    raw = f.read()
-  if len(raw) < 4:
-    raise ValueError(f"{path}: too short to be an IDX file.")
-  zero, dtype_code, ndim = struct.unpack(">HBB", raw[:4])
-  if zero != 0 or dtype_code != 0x08:
-    raise ValueError(f"{path}: not an unsigned-byte IDX file (magic {raw[:4].hex()}).")
-  shape = struct.unpack(f">{ndim}I", raw[4:4 + 4 * ndim])
-  body = np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * ndim)
-  if body.size != int(np.prod(shape)):
-    raise ValueError(f"{path}: header says {shape} ({int(np.prod(shape))} bytes) but the file "
-                     f"holds {body.size}; it is truncated or corrupt.")
-  return body.reshape(shape)
-
-
 def load_fashion_mnist(directory: str) -> dict[str, Split]:
-  """The train and test splits of Fashion-MNIST from its four IDX files."""
-  missing = [name for pair in FASHION_MNIST_FILES.values() for name in pair
-             if not os.path.isfile(os.path.join(directory, name))]
-  if missing:
-    raise DatasetNotFoundError(
-        f"Fashion-MNIST files {missing} not found in {directory!r}. Install them with "
-        "`apt-get install dataset-fashion-mnist` (Debian/Ubuntu; files go to "
-        "/usr/share/datasets/fashion-mnist) or set --config.data.fashion_mnist_dir to a directory "
-        "holding the four *-ubyte.gz files.")
-  splits = {}
-  for split, (images_file, labels_file) in FASHION_MNIST_FILES.items():
-    images = read_idx(os.path.join(directory, images_file))
-    labels = read_idx(os.path.join(directory, labels_file))
-    if images.ndim != 3 or labels.ndim != 1 or len(images) != len(labels):
-      raise ValueError(f"Fashion-MNIST {split}: images {images.shape} and labels {labels.shape} "
-                       "do not pair up.")
-    splits[split] = Split(images[..., None], labels.astype(np.int32))
-  return splits
+  return sources.read("fashion_mnist", default_location=directory)
 
 
-def load_tfds(name: str, data_dir: str | None) -> dict[str, Split]:
-  """The train and test splits of a prepared TFDS dataset, read without TensorFlow."""
-  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
-
-  splits = {}
-  for split in ("train", "test"):
-    try:
-      source = tfds.data_source(name, split=split, data_dir=data_dir or None, download=False)
-      examples = [source[i] for i in range(len(source))]
-    except Exception as e:  # tfds raises several types for "not there"
-      raise DatasetNotFoundError(
-          f"TFDS dataset {name!r} (split {split!r}) could not be read from data_dir "
-          f"{data_dir or '(default)'}: {type(e).__name__}: {e}. Prepare it on a machine with "
-          f"internet access with `tfds build {name} --file_format=array_record "
-          "--data_dir=DIR`, copy DIR here and set --config.data.tfds_data_dir=DIR.") from e
-    images = np.stack([np.asarray(ex["image"]) for ex in examples]).astype(np.uint8)
-    labels = np.asarray([ex["label"] for ex in examples], dtype=np.int32)
-    if images.ndim == 3:
-      images = images[..., None]
-    splits[split] = Split(images, labels)
-  return splits
-
-
-def load_dataset(data_config) -> dict[str, Split]:
-  if data_config.name == "fashion_mnist":
-    return load_fashion_mnist(data_config.fashion_mnist_dir)
-  return load_tfds(data_config.name, data_config.tfds_data_dir)
+def load_dataset(data_config, spec: str | None = None) -> dict[str, Split]:
+  """The ``train``/``test`` splits of ``spec`` (default ``data.name``)."""
+  spec = spec or data_config.name
+  name = spec.partition(":")[0]
+  if name not in sources.SOURCES:  # a bare TFDS name, as data.name has always accepted
+    spec = f"tfds:{spec}"
+  return sources.read(spec, data_config.get("stored_size", 0),
+                      default_location=data_config.fashion_mnist_dir,
+                      data_dir=data_config.tfds_data_dir, cache_dir=data_config.get("cache_dir", ""))
 
 
 # ---------------------------------------------------------------------------- splitting
@@ -140,15 +76,19 @@ def _select(split: Split, classes) -> Split:
 
 
 def _per_class(split: Split, counts: list[int], rng: np.random.Generator) -> list[Split]:
-  """Disjoint class-balanced subsets of ``split``, ``counts[i]`` images per class each."""
+  """Disjoint class-balanced subsets of ``split``, ``counts[i]`` images per class each; a count
+  of 0 in the last place takes all the images left."""
   picks = [[] for _ in counts]
   for c in np.unique(split.labels):
     idx = rng.permutation(np.flatnonzero(split.labels == c))
-    if len(idx) < sum(counts):
-      raise ValueError(f"Class {c} has {len(idx)} training images; {sum(counts)} requested "
-                       f"({counts}). Lower data.target_train_per_class / target_val_per_class.")
+    need = sum(counts)
+    if len(idx) < need or (counts[-1] == 0 and len(idx) <= need):
+      raise ValueError(f"Class {c} has {len(idx)} training images; {need} requested "
+                       f"({counts}{', plus at least one to train on' if counts[-1] == 0 else ''})."
+                       " Lower data.target_train_per_class / target_val_per_class.")
     start = 0
     for i, n in enumerate(counts):
+      n = n or len(idx) - start
       picks[i].append(idx[start:start + n])
       start += n
   indices = [np.sort(np.concatenate(p)) for p in picks]
@@ -165,7 +105,28 @@ def check_split(split: Split, num_classes: int, what: str) -> None:
                      f"[{split.labels.min()}, {split.labels.max()}].")
 
 
-def transfer_split(splits: dict[str, Split], data_config, seed: int) -> TransferData:
+def _statistics(images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+  pixels = images.reshape(-1, images.shape[-1]).astype(np.float64) / 255
+  return pixels.mean(0).astype(np.float32), np.maximum(pixels.std(0), 1e-3).astype(np.float32)
+
+
+def _check(data: TransferData) -> TransferData:
+  if data.source_train is not None:
+    check_split(data.source_train, data.num_source_classes, "source train")
+  for name in ("target_train", "target_val", "target_test"):
+    check_split(getattr(data, name), data.num_target_classes, name.replace("_", " "))
+  return data
+
+
+def _test_subset(test: Split, data_config, seed: int) -> Split:
+  if data_config.get("target_test_per_class", 0):  # a fixed, seeded subset of the test split
+    test, = _per_class(test, [data_config.target_test_per_class], np.random.default_rng(seed + 1))
+  return test
+
+
+def transfer_split(splits: dict[str, Split], data_config, seed: int,
+                   with_source: bool = True) -> TransferData:
+  """The class split of one dataset; ``with_source=False`` leaves the source task unread."""
   source_classes = list(data_config.source_classes)
   target_classes = list(data_config.target_classes)
   if set(source_classes) & set(target_classes):
@@ -176,27 +137,82 @@ def transfer_split(splits: dict[str, Split], data_config, seed: int) -> Transfer
   if bad:
     raise ValueError(f"Classes {bad} do not exist in {data_config.name!r} (labels 0..{num_labels - 1}).")
   rng = np.random.default_rng(seed)
-  source_train = _select(splits["train"], source_classes)
+  source_train = _select(splits["train"], source_classes) if with_source else None
   target_train, target_val = _per_class(
       _select(splits["train"], target_classes),
       [data_config.target_train_per_class, data_config.target_val_per_class], rng)
-  target_test = _select(splits["test"], target_classes)
-  if data_config.get("target_test_per_class", 0):  # a fixed, seeded subset of the test split
-    target_test, = _per_class(target_test, [data_config.target_test_per_class],
-                              np.random.default_rng(seed + 1))
-  pixels = source_train.images.reshape(-1, source_train.images.shape[-1]).astype(np.float64) / 255
-  data = TransferData(source_train, target_train, target_val, target_test,
-                      len(source_classes), len(target_classes),
-                      mean=pixels.mean(0).astype(np.float32),
-                      std=np.maximum(pixels.std(0), 1e-3).astype(np.float32))
-  check_split(data.source_train, data.num_source_classes, "source train")
-  for name in ("target_train", "target_val", "target_test"):
-    check_split(getattr(data, name), data.num_target_classes, name.replace("_", " "))
-  return data
+  target_test = _test_subset(_select(splits["test"], target_classes), data_config, seed)
+  mean, std = _statistics(source_train.images if with_source else target_train.images)
+  return _check(TransferData(source_train, target_train, target_val, target_test,
+                             len(source_classes), len(target_classes), mean, std))
+
+
+def target_split(splits: dict[str, Split], data_config, seed: int) -> TransferData:
+  """A whole dataset as the target task: validation carved from ``train`` (class-balanced,
+  seeded), ``target_train_per_class`` of the rest per class (0: all), the ``test`` split."""
+  train, test = splits["train"], splits["test"]
+  if not len(train) or not len(test):
+    raise DatasetError(f"The target data has {len(train)} training and {len(test)} test images; "
+                       "both must be non-empty.")
+  num_classes = int(max(train.labels.max(), test.labels.max())) + 1
+  missing = sorted(set(range(num_classes)) - set(np.unique(train.labels).tolist()))
+  if missing:
+    raise DatasetError(f"Classes {missing[:10]} have no training images; labels must be "
+                       f"0..{num_classes - 1} with every class present.")
+  rng = np.random.default_rng(seed)
+  target_val, target_train = _per_class(
+      train, [data_config.target_val_per_class, data_config.target_train_per_class], rng)
+  test = _test_subset(test, data_config, seed)
+  mean, std = _statistics(target_train.images)
+  return _check(TransferData(None, target_train, target_val, test, 0, num_classes, mean, std))
+
+
+def from_arrays(config, train_images, train_labels, test_images, test_labels) -> TransferData:
+  """The target task from numpy arrays (a notebook's data): images ``[N, H, W(, C)]`` uint8 or
+  floats in [0, 1], integer labels; split and normalised as ``load_transfer_data`` would."""
+  d = config.data
+  splits = {"train": split_from_arrays(train_images, train_labels, d.stored_size, "train arrays"),
+            "test": split_from_arrays(test_images, test_labels, d.stored_size, "test arrays")}
+  return for_checkpoint(target_split(splits, d, config.seed), config)
+
+
+def for_checkpoint(data: TransferData, config) -> TransferData:
+  """With ``pretrain.checkpoint`` set: the checkpoint's input statistics and RGB images."""
+  if not config.pretrain.checkpoint:
+    return data
+  mean = np.asarray(config.pretrain.input_mean, np.float32)
+  std = np.asarray(config.pretrain.input_std, np.float32)
+  channels = data.image_shape[-1]
+  if channels == 1 and len(mean) == 3:  # grey images into a network trained on colour
+    rgb = lambda s: s if s is None else Split(np.repeat(s.images, 3, axis=-1), s.labels)
+    data = dataclasses.replace(data, source_train=rgb(data.source_train),
+                               target_train=rgb(data.target_train),
+                               target_val=rgb(data.target_val), target_test=rgb(data.target_test))
+  elif channels != len(mean):
+    raise ValueError(f"Images have {channels} channels but pretrain.input_mean has {len(mean)} "
+                     "values; give one mean and std per channel the checkpoint expects.")
+  return dataclasses.replace(data, mean=mean, std=std)
 
 
 def load_transfer_data(config) -> TransferData:
-  return transfer_split(load_dataset(config.data), config.data, config.seed)
+  """The data ``config`` names (``data.target``), ready for ``pretrain`` and ``finetune``."""
+  d = config.data
+  target = d.get("target", "split") or "split"
+  if target == "split":
+    data = transfer_split(load_dataset(d), d, config.seed,
+                          with_source=not config.pretrain.checkpoint)
+  else:
+    data = target_split(load_dataset(d, target), d, config.seed)
+  return for_checkpoint(data, config)
+
+
+def fits_on_device(nbytes: int, fraction: float = 0.25) -> bool:
+  """Whether ``nbytes`` of images may live on the default device: at most ``fraction`` of its
+  memory, where the backend reports it (accelerators); always on a CPU (host memory anyway)."""
+  device = jax.devices()[0]
+  stats = device.memory_stats() if device.platform != "cpu" else None
+  limit = (stats or {}).get("bytes_limit")
+  return limit is None or nbytes <= fraction * limit
 
 
 # ---------------------------------------------------------------------------- on device

@@ -1,4 +1,12 @@
-"""Flax ResNets with BatchNorm: a small CIFAR-style ResNet and ResNet-50.
+"""Flax ResNets that compute exactly what torchvision's ResNets compute.
+
+Module names follow torchvision's state_dict (``conv1``, ``bn1``, ``layer1_0/conv2``,
+``layer2_0/downsample_conv``), so that converting weights is a renaming plus a transpose
+(``starsse_jax.weights``). Padding is symmetric everywhere (7x7/2 stem padded 3, 3x3/2 max-pool
+padded 1, every 3x3 conv padded 1): Flax's ``SAME`` pads stride-2 layers asymmetrically, which is
+not what a torchvision-trained network expects. The stride of a bottleneck sits on its 3x3 conv
+("ResNet v1.5", torchvision's choice), and BatchNorm follows ``torch.nn.BatchNorm2d`` (eps 1e-5,
+unbiased running variance).
 
 Every model names its classifier ``head`` so that fine-tuning can swap it for a freshly initialised
 one (the transfer protocol of the paper: whole network trained, new linear head per member).
@@ -6,9 +14,11 @@ one (the transfer protocol of the paper: whole network trained, new linear head 
 from __future__ import annotations
 
 import functools
-from typing import Any, Sequence
+import math
+from typing import Any, Callable, Sequence
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
 
 HEAD = "head"
@@ -16,8 +26,52 @@ HEAD = "head"
 _DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
 
+class BatchNorm(nn.Module):
+  """``torch.nn.BatchNorm2d`` over the last axis, in Flax's variable layout.
+
+  Train mode normalises with the batch's biased variance and updates the running variance with
+  the *unbiased* one (``n / (n - 1)``, n = values per channel), as PyTorch does; Flax's own
+  ``nn.BatchNorm`` keeps the biased one, so running statistics of a converted network would drift
+  from torchvision's. ``momentum`` is Flax's convention: PyTorch's 0.1 is 0.9 here. With
+  ``axis_name`` the statistics are averaged over that mapped axis (synchronised BatchNorm).
+  Statistics are reduced in float32 whatever the compute dtype.
+  """
+  use_running_average: bool
+  momentum: float = 0.9
+  epsilon: float = 1e-5
+  dtype: Any = jnp.float32
+  axis_name: str | None = None
+  scale_init: Callable = nn.initializers.ones
+
+  @nn.compact
+  def __call__(self, x):
+    features = x.shape[-1]
+    ra_mean = self.variable("batch_stats", "mean", lambda: jnp.zeros(features, jnp.float32))
+    ra_var = self.variable("batch_stats", "var", lambda: jnp.ones(features, jnp.float32))
+    scale = self.param("scale", self.scale_init, (features,), jnp.float32)
+    bias = self.param("bias", nn.initializers.zeros, (features,), jnp.float32)
+    if self.use_running_average:
+      mean, var = ra_mean.value, ra_var.value
+    else:
+      xf = x.astype(jnp.float32)
+      axes = tuple(range(x.ndim - 1))
+      moments = jnp.stack([jnp.mean(xf, axes), jnp.mean(xf * xf, axes)])
+      count = math.prod(x.shape[:-1])
+      if self.axis_name is not None and not self.is_initializing():
+        moments = jax.lax.pmean(moments, self.axis_name)
+        count *= jax.lax.psum(1, self.axis_name)
+      mean = moments[0]
+      var = jnp.maximum(moments[1] - mean * mean, 0.0)
+      if not self.is_initializing():
+        unbiased = var * (count / max(count - 1, 1))
+        ra_mean.value = self.momentum * ra_mean.value + (1 - self.momentum) * mean
+        ra_var.value = self.momentum * ra_var.value + (1 - self.momentum) * unbiased
+    mul = scale * jax.lax.rsqrt(var + self.epsilon)
+    return ((x.astype(jnp.float32) - mean) * mul + bias).astype(self.dtype)
+
+
 class ResidualBlock(nn.Module):
-  """Basic (two 3x3 convs) or bottleneck (1x1-3x3-1x1, x4 expansion) residual block."""
+  """torchvision's ``BasicBlock`` (two 3x3 convs) or ``Bottleneck`` (1x1-3x3-1x1, x4)."""
   features: int
   strides: int
   bottleneck: bool
@@ -27,30 +81,38 @@ class ResidualBlock(nn.Module):
   @nn.compact
   def __call__(self, x):
     conv = functools.partial(nn.Conv, use_bias=False, dtype=self.dtype)
+    pad1 = [(1, 1), (1, 1)]
+    s = (self.strides, self.strides)
     if self.bottleneck:
-      y = nn.relu(self.norm()(conv(self.features, (1, 1))(x)))
-      y = nn.relu(self.norm()(conv(self.features, (3, 3), self.strides)(y)))
-      out_features = self.features * 4
-      y = conv(out_features, (1, 1))(y)
+      y = nn.relu(self.norm(name="bn1")(conv(self.features, (1, 1), name="conv1")(x)))
+      y = nn.relu(self.norm(name="bn2")(conv(self.features, (3, 3), s, pad1, name="conv2")(y)))
+      out_features, last = self.features * 4, "3"
+      y = conv(out_features, (1, 1), name="conv3")(y)
     else:
-      y = nn.relu(self.norm()(conv(self.features, (3, 3), self.strides)(x)))
-      out_features = self.features
-      y = conv(out_features, (3, 3))(y)
-    # Zero-init the last BN scale so each block starts as the identity (Goyal et al. 2017).
-    y = self.norm(scale_init=nn.initializers.zeros)(y)
+      y = nn.relu(self.norm(name="bn1")(conv(self.features, (3, 3), s, pad1, name="conv1")(x)))
+      out_features, last = self.features, "2"
+      y = conv(out_features, (3, 3), padding=pad1, name="conv2")(y)
+    # Zero-init the last BN scale so each block starts as the identity (Goyal et al. 2017); only
+    # fresh initialisations see it, imported weights overwrite it.
+    y = self.norm(scale_init=nn.initializers.zeros, name="bn" + last)(y)
     shortcut = x
     if x.shape[-1] != out_features or self.strides != 1:
-      shortcut = self.norm()(conv(out_features, (1, 1), self.strides)(x))
+      shortcut = conv(out_features, (1, 1), s, padding="VALID", name="downsample_conv")(x)
+      shortcut = self.norm(name="downsample_bn")(shortcut)
     return nn.relu(y + shortcut)
 
 
+STEMS = ("imagenet", "cifar")
+
+
 class ResNet(nn.Module):
-  """ResNet; ``small_inputs`` selects the CIFAR stem (3x3 conv, no max-pool) for 28-32 px images."""
+  """ResNet. ``stem='imagenet'``: torchvision's 7x7/2 conv and 3x3/2 max-pool (224 px inputs);
+  ``stem='cifar'``: one 3x3 conv and no pooling (28-32 px inputs)."""
   stage_sizes: Sequence[int]
   num_classes: int
   width: int = 64
   bottleneck: bool = False
-  small_inputs: bool = True
+  stem: str = "cifar"
   bn_momentum: float = 0.9
   dtype: Any = jnp.float32
   # Mesh axis over which BatchNorm averages batch statistics (data parallelism inside a member).
@@ -58,41 +120,50 @@ class ResNet(nn.Module):
 
   @nn.compact
   def __call__(self, x, train: bool = True):
-    # BN momentum 0.9 is PyTorch's 0.1 in Flax's convention (the reference code is PyTorch).
-    norm = functools.partial(nn.BatchNorm, use_running_average=not train,
-                             momentum=self.bn_momentum, epsilon=1e-5, dtype=self.dtype,
+    norm = functools.partial(BatchNorm, use_running_average=not train,
+                             momentum=self.bn_momentum, dtype=self.dtype,
                              axis_name=self.bn_axis_name)
     x = x.astype(self.dtype)
-    if self.small_inputs:
-      x = nn.Conv(self.width, (3, 3), use_bias=False, dtype=self.dtype, name="stem")(x)
-      x = nn.relu(norm()(x))
+    if self.stem == "cifar":
+      x = nn.Conv(self.width, (3, 3), padding=[(1, 1), (1, 1)], use_bias=False, dtype=self.dtype,
+                  name="conv1")(x)
+      x = nn.relu(norm(name="bn1")(x))
     else:
       x = nn.Conv(self.width, (7, 7), (2, 2), padding=[(3, 3), (3, 3)], use_bias=False,
-                  dtype=self.dtype, name="stem")(x)
-      x = nn.relu(norm()(x))
-      x = nn.max_pool(x, (3, 3), (2, 2), padding="SAME")
+                  dtype=self.dtype, name="conv1")(x)
+      x = nn.relu(norm(name="bn1")(x))
+      # Max-pool pads with -inf, as torch does: padding never wins the max.
+      x = nn.max_pool(x, (3, 3), (2, 2), padding=[(1, 1), (1, 1)])
     for i, blocks in enumerate(self.stage_sizes):
       for j in range(blocks):
         x = ResidualBlock(self.width * 2 ** i, 2 if (i > 0 and j == 0) else 1,
-                          self.bottleneck, norm, self.dtype)(x)
+                          self.bottleneck, norm, self.dtype, name=f"layer{i + 1}_{j}")(x)
     x = jnp.mean(x, axis=(1, 2)).astype(jnp.float32)
     return nn.Dense(self.num_classes, name=HEAD)(x)
 
 
-MODELS = ("resnet_small", "resnet18", "resnet50")
+# name -> (blocks per stage, bottleneck); the torchvision family, ImageNet stem by default.
+TORCHVISION = {
+    "resnet18": ((2, 2, 2, 2), False),
+    "resnet34": ((3, 4, 6, 3), False),
+    "resnet50": ((3, 4, 6, 3), True),
+    "resnet101": ((3, 4, 23, 3), True),
+    "resnet152": ((3, 8, 36, 3), True),
+}
+MODELS = ("resnet_small",) + tuple(TORCHVISION)
 
 
 def build_model(model_config, num_classes: int) -> ResNet:
   """The model named by ``config.model.name`` with ``num_classes`` outputs."""
   name = model_config.name
   dtype = _DTYPES[model_config.dtype]
-  common = dict(num_classes=num_classes, bn_momentum=model_config.bn_momentum, dtype=dtype)
+  stem = model_config.get("stem", "") or ("cifar" if name == "resnet_small" else "imagenet")
+  common = dict(num_classes=num_classes, bn_momentum=model_config.bn_momentum, dtype=dtype,
+                stem=stem)
   if name == "resnet_small":
     return ResNet(stage_sizes=tuple(model_config.stage_sizes), width=model_config.width,
-                  small_inputs=True, **common)
-  if name == "resnet18":
-    return ResNet(stage_sizes=(2, 2, 2, 2), width=64, small_inputs=True, **common)
-  if name == "resnet50":
-    return ResNet(stage_sizes=(3, 4, 6, 3), width=64, bottleneck=True, small_inputs=False,
                   **common)
+  if name in TORCHVISION:
+    stages, bottleneck = TORCHVISION[name]
+    return ResNet(stage_sizes=stages, width=64, bottleneck=bottleneck, **common)
   raise ValueError(f"Unknown model {name!r}; choose one of {MODELS}.")

@@ -60,6 +60,7 @@ class Trainer:
   seed: int
   num_devices: int = 1  # devices to spread a phase over (0 = all visible)
   image_size: int = 0  # 0 = native resolution; else random-resized-crop to this size
+  placement: str = "auto"  # training images on the 'device', or each batch sent from the 'host'
 
   def init_variables(self, seed: int, image_shape) -> dict[str, Any]:
     if self.image_size:
@@ -168,13 +169,36 @@ def data_order(seed: int, num_examples: int, batch_size: int, epoch: int) -> np.
   return perm[:steps * batch_size].reshape(steps, batch_size)
 
 
-def _place(mesh, states, seeds, images, labels):
-  """Puts a phase's arrays on its mesh: members split, data replicated."""
+def _place(mesh, states, seeds):
+  """Puts a phase's member arrays on its mesh, split over the members axis."""
   if mesh is None:
-    return states, seeds, images, labels
-  states, seeds = jax.device_put((states, seeds), sharding.member_sharding(mesh))
-  images, labels = jax.device_put((images, labels), sharding.replicated(mesh))
-  return states, seeds, images, labels
+    return states, seeds
+  return jax.device_put((states, seeds), sharding.member_sharding(mesh))
+
+
+class _Feed:
+  """What the step reads each step: the whole training set on the device and the step's indices
+  into it, or, for data that does not fit there, only the step's images sent from the host, the
+  indices then being positions in that batch. The step function is the same for both."""
+
+  def __init__(self, split: data_lib.Split, placement: str, mesh):
+    self.split, self.mesh = split, mesh
+    self.on_device = placement == "device" or (
+        placement == "auto" and data_lib.fits_on_device(split.images.nbytes))
+    if self.on_device:
+      self.images, self.labels = self._put(split.images), self._put(split.labels)
+
+  def _put(self, x):
+    return jnp.asarray(x) if self.mesh is None else jax.device_put(
+        x, sharding.replicated(self.mesh))
+
+  def __call__(self, idx: np.ndarray):
+    """(images, labels, batch indices) for indices ``idx`` [K, B] into the split."""
+    if self.on_device:
+      return self.images, self.labels, jnp.asarray(idx)
+    flat = idx.reshape(-1)
+    local = np.arange(flat.size, dtype=np.int32).reshape(idx.shape)
+    return self._put(self.split.images[flat]), self._put(self.split.labels[flat]), local
 
 
 def run_phase(trainer: Trainer, states: State, member_seeds: np.ndarray, split: data_lib.Split,
@@ -201,18 +225,31 @@ def run_phase(trainer: Trainer, states: State, member_seeds: np.ndarray, split: 
                      "images; lower the batch size.")
   steps_per_epoch = n // batch_size
   step_fn, mesh = trainer.step_for(k, batch_size)
-  states, seeds, images, labels = _place(mesh, states, jnp.asarray(member_seeds, jnp.int32),
-                                         jnp.asarray(split.images), jnp.asarray(split.labels))
+  states, seeds = _place(mesh, states, jnp.asarray(member_seeds, jnp.int32))
+  feed = _Feed(split, trainer.placement, mesh)
   if mesh is not None:
     logging.info("%s: %d member(s) on a %s mesh", name, k, dict(mesh.shape))
+  if not feed.on_device:
+    logging.info("%s: %.2f GB of images stay on the host; each step's batch is sent.", name,
+                 split.images.nbytes / 1e9)
   history = list(history or [])
-  start, order = time.perf_counter(), None
-  for t in range(start_step, num_steps):
+  orders = {}
+
+  def batch_indices(t):
+    """[K, B] indices of step ``t``: each member's own seeded order of its epoch."""
     epoch, i = divmod(t, steps_per_epoch)
-    if i == 0 or order is None:
-      order = jnp.asarray(np.stack(
-          [data_order(int(s), n, batch_size, epoch) for s in member_seeds], axis=1))
-    states, metrics = step_fn(states, seeds, images, labels, order[i], lr_table[t], t)
+    if epoch not in orders:
+      orders.clear()
+      orders[epoch] = np.stack([data_order(int(s), n, batch_size, epoch) for s in member_seeds],
+                               axis=1)
+    return orders[epoch][i]
+
+  start = time.perf_counter()
+  batch = feed(batch_indices(start_step)) if start_step < num_steps else None
+  for t in range(start_step, num_steps):
+    states, metrics = step_fn(states, seeds, *batch, lr_table[t], t)
+    # The step runs asynchronously: the next batch is gathered (and sent) meanwhile.
+    batch = feed(batch_indices(t + 1)) if t + 1 < num_steps else None
     done = t + 1
     stopping = stop is not None and stop.requested
     saving = save is not None and done < num_steps and (
@@ -228,12 +265,14 @@ def run_phase(trainer: Trainer, states: State, member_seeds: np.ndarray, split: 
         if mesh is not None:
           states = jax.device_put(states, jax.devices()[0])
         states, ids, member_seeds = members.take(states, keep), ids[keep], member_seeds[keep]
-        lr_table, order = lr_table[:, keep], order[:, keep]
+        lr_table = lr_table[:, keep]
         metrics = {key: v[keep] for key, v in metrics.items()}
         k = len(keep)
         step_fn, mesh = trainer.step_for(k, batch_size)
-        states, seeds, images, labels = _place(mesh, states, jnp.asarray(member_seeds, jnp.int32),
-                                               images, labels)
+        states, seeds = _place(mesh, states, jnp.asarray(member_seeds, jnp.int32))
+        feed = _Feed(split, trainer.placement, mesh)
+        orders.clear()
+        batch = feed(batch_indices(t + 1)) if t + 1 < num_steps else None
       _check_finite(metrics["loss"], name, t, ids)
     if done % log_every == 0 or done == num_steps:
       elapsed = time.perf_counter() - start

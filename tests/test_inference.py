@@ -32,16 +32,16 @@ def test_recomputed_batch_stats_average_equal_batches(synthetic):
                                           synthetic.mean, synthetic.std, batch_size=12)
   whole = inference.recompute_batch_stats(model, variables["params"], garbage, images,
                                          synthetic.mean, synthetic.std, batch_size=24)
-  np.testing.assert_allclose(halves["BatchNorm_0"]["mean"], whole["BatchNorm_0"]["mean"],
+  np.testing.assert_allclose(halves["bn1"]["mean"], whole["bn1"]["mean"],
                              rtol=1e-5, atol=1e-6)
   # The garbage running statistics are gone entirely.
-  assert np.all(np.abs(np.asarray(whole["BatchNorm_0"]["mean"])) < 50)
+  assert np.all(np.abs(np.asarray(whole["bn1"]["mean"])) < 50)
   x = (images.astype(np.float32) / 255 - synthetic.mean) / synthetic.std
-  stem = np.asarray(variables["params"]["stem"]["kernel"][0])  # 3x3x1xW
+  stem = np.asarray(variables["params"]["conv1"]["kernel"][0])  # 3x3x1xW
   padded = np.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)))
   conv = sum(padded[:, i:i + x.shape[1], j:j + x.shape[2], :1] * stem[i, j, 0]
              for i in range(3) for j in range(3))
-  np.testing.assert_allclose(whole["BatchNorm_0"]["mean"][0], conv.mean((0, 1, 2)), rtol=1e-4,
+  np.testing.assert_allclose(whole["bn1"]["mean"][0], conv.mean((0, 1, 2)), rtol=1e-4,
                              atol=1e-5)
 
 

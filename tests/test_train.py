@@ -175,7 +175,7 @@ def test_training_and_evaluation_at_a_resized_resolution(synthetic):
   model = models.build_model(config.model, synthetic.num_source_classes)
   trainer = api._trainer(config, model, synthetic, config.pretrain)  # pylint: disable=protected-access
   pre = members.stack([trainer.init_variables(0, synthetic.image_shape)])
-  assert pre["params"]["stem"]["kernel"].shape[-2] == 1
+  assert pre["params"]["conv1"]["kernel"].shape[-2] == 1
   ens = api.finetune(config, synthetic, pre)
   results = api.evaluate(config, synthetic, ens)
   assert 0.0 <= results["test"]["ensemble"]["accuracy"] <= 1.0

@@ -1,0 +1,54 @@
+"""What every data source shares: the split type, errors, and fixed-size storage of images."""
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy as np
+
+
+class Split(NamedTuple):
+  images: np.ndarray  # uint8 [N, H, W, C]
+  labels: np.ndarray  # int32 [N]
+
+  def __len__(self):
+    return len(self.labels)
+
+
+class DatasetNotFoundError(FileNotFoundError):
+  """A dataset is not where the config says; the message says how to get it."""
+
+
+class DatasetError(ValueError):
+  """A dataset is there but cannot be used (truncated, unreadable, inconsistent); the message
+  names the file and the fix."""
+
+
+def fit_size(image: np.ndarray, size: int) -> np.ndarray:
+  """uint8 ``[H, W, C]`` -> ``[size, size, C]``: shorter side resized to ``size`` (bilinear,
+  antialiased), then the centre square cropped (torchvision's ``Resize`` + ``CenterCrop``)."""
+  from PIL import Image  # pylint: disable=g-import-not-at-top
+
+  h, w, c = image.shape
+  if (h, w) == (size, size):
+    return image
+  scale = size / min(h, w)
+  nh, nw = max(size, round(h * scale)), max(size, round(w * scale))
+  pil = Image.fromarray(image[..., 0] if c == 1 else image)
+  resized = np.asarray(pil.resize((nw, nh), Image.BILINEAR))
+  top, left = (nh - size) // 2, (nw - size) // 2
+  out = resized[top:top + size, left:left + size]
+  return out[..., None] if out.ndim == 2 else out
+
+
+def stack_images(images: list[np.ndarray], stored_size: int, where: str) -> np.ndarray:
+  """One uint8 ``[N, H, W, C]`` array of ``images`` (each ``[H, W]`` or ``[H, W, C]``), resized
+  to ``stored_size`` when it is > 0; otherwise all images must share one size."""
+  images = [im[..., None] if im.ndim == 2 else im for im in images]
+  if stored_size:
+    images = [fit_size(np.asarray(im, np.uint8), stored_size) for im in images]
+  shapes = {im.shape for im in images}
+  if len(shapes) > 1:
+    raise DatasetError(f"{where}: images have different sizes ({sorted(shapes)[:3]}...); set "
+                       "data.stored_size (e.g. 256, or 32 for small images) to store them at one "
+                       "size.")
+  return np.stack(images).astype(np.uint8) if images else np.zeros((0, 1, 1, 1), np.uint8)

@@ -1,0 +1,95 @@
+"""A folder of images by class: ``ROOT/train/CLASS/*.jpg|png`` and ``ROOT/test/CLASS/*``
+(``val`` is accepted for ``test``), as torchvision's ``ImageFolder`` lays them out.
+
+Images are decoded once (threads), converted to RGB and stored at ``stored_size`` (shorter side
+resized, centre crop), then cached as an ``.npz`` beside nothing of the user's: in
+``data.cache_dir`` (default ``~/.cache/starsse_jax``), keyed by the folder, its file list and
+modification times, and the size. Classes are the sorted names of ``train``'s subfolders.
+"""
+from __future__ import annotations
+
+import concurrent.futures
+import hashlib
+import logging
+import os
+
+import numpy as np
+
+from starsse_jax.sources.common import DatasetError, DatasetNotFoundError, Split, stack_images
+
+EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".gif", ".tif", ".tiff")
+CACHE_DIR = os.path.join(os.path.expanduser("~"), ".cache", "starsse_jax")
+
+
+def _files(root: str, classes: list[str]) -> tuple[list[str], list[int]]:
+  files, labels = [], []
+  for label, name in enumerate(classes):
+    directory = os.path.join(root, name)
+    if not os.path.isdir(directory):
+      continue
+    for f in sorted(os.listdir(directory)):
+      if f.lower().endswith(EXTENSIONS):
+        files.append(os.path.join(directory, f))
+        labels.append(label)
+  return files, labels
+
+
+def _decode(path: str) -> np.ndarray | str:
+  from PIL import Image, UnidentifiedImageError  # pylint: disable=g-import-not-at-top
+  try:
+    with Image.open(path) as im:
+      return np.asarray(im.convert("RGB"))
+  except (OSError, UnidentifiedImageError, ValueError) as e:
+    return f"{path} ({type(e).__name__}: {e})"
+
+
+def _decode_all(files: list[str], stored_size: int, where: str) -> np.ndarray:
+  with concurrent.futures.ThreadPoolExecutor(max(1, min(16, os.cpu_count() or 1))) as pool:
+    decoded = list(pool.map(_decode, files))
+  bad = [d for d in decoded if isinstance(d, str)]
+  if bad:
+    raise DatasetError(f"{where}: {len(bad)} image(s) cannot be decoded, e.g. {bad[:3]}. Remove "
+                       "or replace them.")
+  return stack_images(decoded, stored_size, where)
+
+
+def read(location: str, stored_size: int = 0, cache_dir: str = "", **unused) -> dict[str, Split]:
+  root = os.path.abspath(location)
+  train_dir = os.path.join(root, "train")
+  test_dir = next((os.path.join(root, d) for d in ("test", "val")
+                   if os.path.isdir(os.path.join(root, d))), None)
+  if not os.path.isdir(train_dir) or test_dir is None:
+    raise DatasetNotFoundError(f"Image folder {root!r} needs subfolders train/CLASS/ and "
+                               "test/CLASS/ (or val/CLASS/) holding the images.")
+  classes = sorted(d for d in os.listdir(train_dir) if os.path.isdir(os.path.join(train_dir, d)))
+  if not classes:
+    raise DatasetNotFoundError(f"{train_dir} has no class subfolders.")
+  extra = sorted(set(d for d in os.listdir(test_dir)
+                     if os.path.isdir(os.path.join(test_dir, d))) - set(classes))
+  if extra:
+    raise DatasetError(f"{test_dir} has classes {extra[:5]} that {train_dir} does not.")
+  listing = {s: _files(d, classes) for s, d in (("train", train_dir), ("test", test_dir))}
+  for split, (files, _) in listing.items():
+    if not files:
+      raise DatasetNotFoundError(f"No images ({', '.join(EXTENSIONS)}) under {root}/{split}.")
+  digest = hashlib.sha256(repr((root, stored_size, [
+      (f, os.path.getmtime(f), os.path.getsize(f)) for s in listing.values() for f in s[0]
+  ])).encode()).hexdigest()[:16]
+  cache = os.path.join(cache_dir or CACHE_DIR, f"folder-{digest}.npz")
+  if os.path.isfile(cache):
+    try:
+      with np.load(cache) as f:
+        return {s: Split(f[f"{s}_images"], f[f"{s}_labels"]) for s in ("train", "test")}
+    except Exception as e:  # a damaged cache is rebuilt
+      logging.warning("Image cache %s is unreadable (%s); decoding again.", cache, e)
+  splits = {s: Split(_decode_all(files, stored_size, f"{root}/{s}"), np.asarray(labels, np.int32))
+            for s, (files, labels) in listing.items()}
+  try:
+    os.makedirs(os.path.dirname(cache), exist_ok=True)
+    tmp = cache + ".tmp.npz"
+    np.savez(tmp, **{f"{s}_{k}": v for s, sp in splits.items()
+                     for k, v in (("images", sp.images), ("labels", sp.labels))})
+    os.replace(tmp, cache)
+  except OSError as e:
+    logging.warning("Could not cache decoded images in %s (%s).", cache, e)
+  return splits

@@ -1,0 +1,67 @@
+"""A TFDS dataset prepared beforehand (array_record), read without TensorFlow and without download.
+
+Prepare it on a machine with internet access: ``tfds build NAME --file_format=array_record
+--data_dir=DIR``, copy DIR, and name it ``tfds:NAME`` with ``data.tfds_data_dir=DIR``.
+Examples are read in chunks (``__getitems__``), not one by one.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from starsse_jax.sources.common import DatasetNotFoundError, Split, stack_images
+
+CHUNK = 1024
+# Split names tried, in order, for the fine-tuning and the test data.
+TRAIN_SPLITS = ("train",)
+TEST_SPLITS = ("test", "validation")
+
+
+def _read_many(source, keys: list[int]) -> list:
+  try:
+    return source.__getitems__(keys)  # one array_record read for the whole chunk
+  except (AttributeError, TypeError):  # sources without it (tfds.testing.mock_data's is unbound)
+    return [source[k] for k in keys]
+
+
+def examples(source, chunk: int = CHUNK):
+  """Every example of a random-access ``source``, read ``chunk`` keys at a time."""
+  for start in range(0, len(source), chunk):
+    keys = list(range(start, min(start + chunk, len(source))))
+    if keys:  # array_record rejects an empty read
+      yield from _read_many(source, keys)
+
+
+def read_split(name: str, split: str, data_dir: str, stored_size: int = 0) -> Split:
+  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+
+  source = tfds.data_source(name, split=split, data_dir=data_dir or None, download=False)
+  images, labels = [], []
+  for ex in examples(source):
+    images.append(np.asarray(ex["image"]))
+    labels.append(int(ex["label"]))
+  return Split(stack_images(images, stored_size, f"TFDS {name}/{split}"),
+               np.asarray(labels, np.int32))
+
+
+def read(location: str, stored_size: int = 0, data_dir: str = "", **unused) -> dict[str, Split]:
+  """``location`` is ``NAME`` (e.g. ``cifar100``, ``sun397/standard-part1-120k``); the data
+  directory comes from ``data.tfds_data_dir`` (``data_dir``)."""
+  name = location
+  if not name:
+    raise ValueError("Name the TFDS dataset: data.target='tfds:NAME', e.g. 'tfds:cifar100'.")
+  splits = {}
+  for split, candidates in (("train", TRAIN_SPLITS), ("test", TEST_SPLITS)):
+    errors = []
+    for candidate in candidates:
+      try:
+        splits[split] = read_split(name, candidate, data_dir, stored_size)
+        break
+      except Exception as e:  # tfds raises several types for "not there"
+        errors.append(f"{candidate}: {type(e).__name__}: {str(e)[:300]}")
+    if split not in splits:
+      raise DatasetNotFoundError(
+          f"TFDS dataset {name!r} ({' / '.join(candidates)} split) could not be read from "
+          f"data_dir {data_dir or '(default)'}: {'; '.join(errors)}. Prepare it on a machine "
+          f"with internet access with `tfds build {name} --file_format=array_record "
+          "--data_dir=DIR`, copy DIR here and set --config.data.tfds_data_dir=DIR.")
+  return splits

@@ -1,0 +1,74 @@
+"""The ``.safetensors`` format, read and written with numpy alone (no torch, no extra package).
+
+Layout (https://github.com/huggingface/safetensors): an 8-byte little-endian header length N, N
+bytes of JSON ``{name: {"dtype", "shape", "data_offsets": [begin, end]}, "__metadata__": {...}}``,
+then the raw little-endian tensor bytes, offsets relative to the end of the header.
+"""
+from __future__ import annotations
+
+import json
+import os
+import struct
+
+import ml_dtypes
+import numpy as np
+
+from starsse_jax.weights.errors import UnreadableWeightsError
+
+_DTYPES = {"F64": np.float64, "F32": np.float32, "F16": np.float16, "BF16": ml_dtypes.bfloat16,
+           "I64": np.int64, "I32": np.int32, "I16": np.int16, "I8": np.int8, "U8": np.uint8,
+           "BOOL": np.bool_}
+_NAMES = {np.dtype(v): k for k, v in _DTYPES.items()}
+
+
+def read(path: str) -> dict[str, np.ndarray]:
+  """All tensors of a ``.safetensors`` file as numpy arrays (in file order)."""
+  size = os.path.getsize(path)
+  with open(path, "rb") as f:
+    raw_len = f.read(8)
+    if len(raw_len) < 8:
+      raise UnreadableWeightsError(path, f"{size} bytes is too short for a .safetensors header")
+    (header_len,) = struct.unpack("<Q", raw_len)
+    if header_len > size - 8:
+      raise UnreadableWeightsError(path, f"the header claims {header_len} bytes but the file has "
+                                   f"{size}; it is truncated or not a .safetensors file")
+    try:
+      header = json.loads(f.read(header_len))
+    except ValueError as e:
+      raise UnreadableWeightsError(path, f"its header is not valid JSON ({e})") from e
+    body = f.read()
+  tensors = {}
+  for name, info in header.items():
+    if name == "__metadata__":
+      continue
+    if info["dtype"] not in _DTYPES:
+      raise UnreadableWeightsError(path, f"tensor {name!r} has unsupported dtype {info['dtype']}")
+    begin, end = info["data_offsets"]
+    if end > len(body):
+      raise UnreadableWeightsError(path, f"tensor {name!r} ends at byte {end} of the data but "
+                                   f"only {len(body)} are there; the file is truncated")
+    dtype = np.dtype(_DTYPES[info["dtype"]]).newbyteorder("<")
+    tensors[name] = np.frombuffer(body[begin:end], dtype=dtype).reshape(info["shape"]).copy()
+  return tensors
+
+
+def write(path: str, tensors: dict[str, np.ndarray], metadata: dict[str, str] | None = None):
+  """Writes ``tensors`` (name -> array) as a ``.safetensors`` file."""
+  header, chunks, offset = {}, [], 0
+  if metadata:
+    header["__metadata__"] = {str(k): str(v) for k, v in metadata.items()}
+  for name, array in tensors.items():
+    array = np.ascontiguousarray(array)
+    if array.dtype not in _NAMES:
+      raise ValueError(f"Tensor {name!r}: dtype {array.dtype} cannot be stored in .safetensors.")
+    data = array.astype(array.dtype.newbyteorder("<"), copy=False).tobytes()
+    header[name] = {"dtype": _NAMES[array.dtype], "shape": list(array.shape),
+                    "data_offsets": [offset, offset + len(data)]}
+    chunks.append(data)
+    offset += len(data)
+  encoded = json.dumps(header, separators=(",", ":")).encode()
+  encoded += b" " * (-len(encoded) % 8)  # the format aligns the data to 8 bytes
+  with open(path, "wb") as f:
+    f.write(struct.pack("<Q", len(encoded)) + encoded)
+    for data in chunks:
+      f.write(data)
