@@ -200,7 +200,8 @@ def finetune(config, data: TransferData, pretrained: dict[str, Any], writer=None
   for planned, phase in zip(plan, phases):
     names += [f"{phase.name}[{i - first}]" for i in phase.member_ids]
     phase_info.append({"name": phase.name, "members": phase.member_ids,
-                       "lr_table": phase.lr_table, "history": phase.history})
+                       "lr_table": phase.lr_table, "history": phase.history,
+                       "seconds": phase.seconds, "first_step_seconds": phase.first_step_seconds})
     first += planned.num_members
   return Ensemble(model, {"params": states["params"], "batch_stats": states["batch_stats"]},
                   names, phase_info)
@@ -366,6 +367,13 @@ def run(config, workdir: str, data: TransferData | tuple | None = None) -> dict[
   # Timing lives apart so that results.json depends on the config alone (a resumed run's equals
   # an uninterrupted one's).
   results["timing"] = {k: round(v, 2) for k, v in times.items()}
+  batch = config.finetune.batch_size
+  results["timing"]["phases"] = [  # steady throughput: the first step (compilation) left out
+      {"name": p["name"], "seconds": round(p["seconds"], 2),
+       "first_step_s": round(p["first_step_seconds"], 2),
+       "member_img_per_s": round((len(p["lr_table"]) - 1) * batch * len(p["members"]) /
+                                 max(p["seconds"] - p["first_step_seconds"], 1e-9), 1)}
+      for p in ens.phases if p["seconds"] and len(p["lr_table"]) > 1]
   report.write_json(os.path.join(workdir, "timing.json"), results["timing"])
   report.plot_learning_rates(os.path.join(workdir, "learning_rates.png"), ens.phases)
   report.plot_size_curve(os.path.join(workdir, "ensemble_size.png"), results)

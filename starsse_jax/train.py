@@ -160,6 +160,8 @@ class PhaseResult:
   lr_table: np.ndarray  # [steps, members]
   history: list[dict[str, Any]]
   member_ids: list[int]  # ensemble ids of the members that finished the phase
+  seconds: float = 0.0  # wall time of the steps run here (0 for a phase finished before a resume)
+  first_step_seconds: float = 0.0  # of which the first step (compilation, mostly)
 
 
 def data_order(seed: int, num_examples: int, batch_size: int, epoch: int) -> np.ndarray:
@@ -246,8 +248,12 @@ def run_phase(trainer: Trainer, states: State, member_seeds: np.ndarray, split: 
 
   start = time.perf_counter()
   batch = feed(batch_indices(start_step)) if start_step < num_steps else None
+  first_step = 0.0
   for t in range(start_step, num_steps):
     states, metrics = step_fn(states, seeds, *batch, lr_table[t], t)
+    if t == start_step:  # one synchronisation, to time compilation apart from the steps
+      jax.block_until_ready(metrics)
+      first_step = time.perf_counter() - start
     # The step runs asynchronously: the next batch is gathered (and sent) meanwhile.
     batch = feed(batch_indices(t + 1)) if t + 1 < num_steps else None
     done = t + 1
@@ -294,7 +300,9 @@ def run_phase(trainer: Trainer, states: State, member_seeds: np.ndarray, split: 
                                  "progress saved. Rerun the same command to resume.")
   if mesh is not None:  # gather, so that phases on different meshes can be joined
     states = jax.device_put(states, jax.devices()[0])
-  return PhaseResult(name, states, lr_table, history, ids.tolist())
+  jax.block_until_ready(states)
+  return PhaseResult(name, states, lr_table, history, ids.tolist(), time.perf_counter() - start,
+                     first_step)
 
 
 def _check_finite(losses, phase: str, step: int, member_ids) -> None:

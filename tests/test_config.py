@@ -55,3 +55,22 @@ def test_global_de_needs_a_checkpoint_per_member():
     configlib.validate(config)
   config.pretrain.num_checkpoints = 3
   configlib.validate(config)
+
+
+@pytest.mark.parametrize("path", sorted(glob.glob(os.path.join(REPO, "configs", "paper", "[bs]*.py"))))
+def test_paper_configs_validate_for_every_method_once_given_weights(path, tmp_path):
+  module = _load(path)
+  assert f"python -m starsse_jax.main --config=configs/paper/{os.path.basename(path)}:starsse" \
+      in module.__doc__
+  with pytest.raises(ValueError, match="set pretrain.checkpoint"):
+    configlib.validate(module.get_config())  # no weights named: refused with the fix
+  for k in range(5):
+    (tmp_path / f"ckpt_{k}.pth.tar").write_bytes(b"x")
+  for method in ("starsse", "sse", "local_de", "global_de"):
+    config = module.get_config(method)
+    config.pretrain.checkpoint = str(tmp_path / "ckpt_*.pth.tar")
+    configlib.validate(config)
+    assert config.model.name == "resnet50" and config.data.image_size == 224
+    assert config.finetune.batch_size == 256 and config.num_members == 5
+  with pytest.raises(ValueError, match="Unknown method 'fge2'"):
+    module.get_config("fge2")
