@@ -99,6 +99,10 @@ class _Unpickler(pickle.Unpickler):
 def read(path: str):
   """The object ``torch.load`` would return, with tensors as numpy arrays."""
   if not zipfile.is_zipfile(path):
+    with open(path, "rb") as f:
+      if f.read(4) == b"PK\x03\x04":  # a zip's start without its end: cut short
+        raise UnreadableWeightsError(path, "it is a zip archive without its central directory: "
+                                     "the file is truncated")
     return _read_legacy(path)
   try:
     with zipfile.ZipFile(path) as archive:
