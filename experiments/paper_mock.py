@@ -8,7 +8,8 @@
 2. Writes an .npz shaped like CIFAR-100 (50,000 + 10,000 images of 32 x 32 x 3, 100 classes; each
    class a fixed random colour pattern plus noise, so that accuracy can rise).
 3. Runs ``configs/paper/supervised_cifar100.py`` on it (``data.target=npz:...``), with
-   ``--epochs`` instead of 25, and prints the data and import times and, per phase, seconds,
+   ``--epochs`` instead of 25 (``--placement=host --stored-size=256``: images kept on the host
+   at SUN-397's stored size, each step's batch sent), and prints the data and import times and, per phase, seconds,
    seconds per epoch and member-img/s (the first step, compilation mostly, left out).
 """
 from __future__ import annotations
@@ -91,6 +92,9 @@ def main():
   parser.add_argument("--method", default="starsse")
   parser.add_argument("--members", type=int, default=5)
   parser.add_argument("--n-train", type=int, default=50_000)
+  parser.add_argument("--placement", default="auto", help="data.placement: auto, device, host")
+  parser.add_argument("--stored-size", type=int, default=0,
+                      help="data.stored_size: e.g. 256 to measure SUN-397-sized host batches")
   args = parser.parse_args()
   os.makedirs(args.workdir, exist_ok=True)
   ckpt = os.path.join(args.workdir, "resnet50.pth")
@@ -112,6 +116,8 @@ def main():
   config.data.target = f"npz:{npz}"
   config.finetune.epochs = args.epochs
   config.num_members = args.members
+  config.data.placement = args.placement
+  config.data.stored_size = args.stored_size
   config.eval.soups = False  # soups' BatchNorm passes are not what this measures
   results = api.run(config, os.path.join(args.workdir, "run"))
   timing = results["timing"]
