@@ -1,15 +1,16 @@
-"""The paper's setting: ResNet-50 at 224 px on CIFAR-100, bf16, for a GPU or TPU.
+"""A within-dataset stand-in for the paper's setting: ResNet-50 at 224 px, CIFAR-100 split by class.
 
   python -m starsse_jax.main --config=configs/cifar100_resnet50.py --workdir=runs/c100 \
-      --config.data.tfds_data_dir=DIR [--config.pretrain.checkpoint_dir=CKPT]
+      --config.data.tfds_data_dir=DIR
+
+For the paper's own setting (an ImageNet or BYOL ResNet-50 fine-tuned on all of CIFAR-100 or
+SUN-397) use ``configs/paper/`` with ``pretrain.checkpoint``; this config pre-trains its own
+network on CIFAR-100 classes 0-49 and fine-tunes on 50-99, for runs without downloaded weights.
 
 Needs CIFAR-100 prepared as array_record in DIR (`tfds build cifar100 --file_format=array_record
 --data_dir=DIR` on a machine with internet access). 32 px images are random-resized-cropped to
 224 px on the device (evaluation: centre 87.5% resized to 224). Fine-tuning follows the paper's
-supervised-init protocol (lr 0.005, wd 5e-4, E = 25, batch 256). The paper starts from an ImageNet
-ResNet-50; point pretrain.checkpoint_dir at one stored in this library's layout, otherwise the
-run pre-trains on CIFAR-100 classes 0-49 and fine-tunes on 50-99 (a within-dataset transfer).
-Not run by this project yet: no accelerator was available when it was written.
+supervised-init protocol (lr 0.005, wd 5e-4, E = 25, batch 256). Not run by this project.
 """
 from starsse_jax import configlib
 

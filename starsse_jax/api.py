@@ -76,10 +76,10 @@ def _check_batch(batch_size: int, num_examples: int, field: str, what: str) -> N
 
 def import_checkpoints(config, data: TransferData) -> dict[str, Any]:
   """Stacked variables of the pre-trained files ``pretrain.checkpoint`` names (as many as the
-  method needs), converted from torchvision layout and checked against ``config.model`` and the
+  method needs, or ``pretrain.num_checkpoints`` if more: the sweep's Global DE), converted from torchvision layout and checked against ``config.model`` and the
   data's channels. Their classifiers are dropped: every member gets a fresh head."""
-  needed = methods.checkpoints_needed(config.method, config.num_members)
-  needed = max(needed, config.pretrain.num_checkpoints if config.method == "global_de" else 1)
+  needed = max(methods.checkpoints_needed(config.method, config.num_members),
+               config.pretrain.num_checkpoints)
   files = weights.checkpoint_files(config.pretrain.checkpoint)
   if len(files) < needed:
     raise ValueError(f"method={config.method!r} needs {needed} pre-trained checkpoints; "

@@ -162,7 +162,8 @@ def validate(config: ml_collections.ConfigDict, data_given: bool = False) -> Non
          "the class split needs a positive count.")
   if config.pretrain.checkpoint:
     files = weights.checkpoint_files(config.pretrain.checkpoint)  # raises for missing files
-    needed = methods.checkpoints_needed(config.method, config.num_members)
+    needed = max(methods.checkpoints_needed(config.method, config.num_members),
+                 config.pretrain.num_checkpoints)
     need(len(files) >= needed,
          f"method={config.method!r} with num_members={config.num_members} needs {needed} "
          f"pre-trained checkpoints; pretrain.checkpoint names {len(files)} ({files}). Give "

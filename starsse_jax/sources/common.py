@@ -1,6 +1,8 @@
 """What every data source shares: the split type, errors, and fixed-size storage of images."""
 from __future__ import annotations
 
+import concurrent.futures
+import os
 from typing import NamedTuple
 
 import numpy as np
@@ -44,8 +46,9 @@ def stack_images(images: list[np.ndarray], stored_size: int, where: str) -> np.n
   """One uint8 ``[N, H, W, C]`` array of ``images`` (each ``[H, W]`` or ``[H, W, C]``), resized
   to ``stored_size`` when it is > 0; otherwise all images must share one size."""
   images = [im[..., None] if im.ndim == 2 else im for im in images]
-  if stored_size:
-    images = [fit_size(np.asarray(im, np.uint8), stored_size) for im in images]
+  if stored_size:  # PIL releases the GIL while resizing: threads scale
+    with concurrent.futures.ThreadPoolExecutor(max(1, min(16, os.cpu_count() or 1))) as pool:
+      images = list(pool.map(lambda im: fit_size(np.asarray(im, np.uint8), stored_size), images))
   shapes = {im.shape for im in images}
   if len(shapes) > 1:
     raise DatasetError(f"{where}: images have different sizes ({sorted(shapes)[:3]}...); set "

@@ -1,0 +1,95 @@
+"""Uncertainty metrics against closed forms, hand-worked values and scikit-learn."""
+import math
+
+import numpy as np
+import pytest
+
+from starsse_jax import metrics, uncertainty
+
+
+def _two_class(a=3.0, q=0.75, n=400):
+  """n inputs with logits (a, 0); a fraction q of them has label 0."""
+  logits = np.tile([a, 0.0], (n, 1))
+  probs = np.exp(logits) / np.exp(logits).sum(-1, keepdims=True)
+  labels = (np.arange(n) >= q * n).astype(int)
+  return probs, labels
+
+
+def test_temperature_fit_finds_the_closed_form_optimum():
+  # NLL is minimised where sigmoid(a / T) = q, i.e. T = a / logit(q).
+  for a, q in ((3.0, 0.75), (1.0, 0.9), (6.0, 0.6)):
+    probs, labels = _two_class(a, q)
+    expected = a / math.log(q / (1 - q))
+    assert uncertainty.fit_temperature(probs, labels) == pytest.approx(expected, rel=1e-5)
+    scaled = uncertainty.apply_temperature(probs, expected)
+    np.testing.assert_allclose(scaled[:, 0], q, rtol=1e-9)
+  probs, _ = _two_class()
+  np.testing.assert_allclose(uncertainty.apply_temperature(probs, 1.0), probs, rtol=1e-12)
+
+
+def test_calibrated_nll_never_exceeds_the_raw_nll_on_the_fitting_data():
+  rng = np.random.default_rng(0)
+  logits = rng.normal(size=(500, 5)) * 4
+  probs = np.exp(logits) / np.exp(logits).sum(-1, keepdims=True)
+  labels = rng.integers(0, 5, 500)
+  fitted = uncertainty.calibrated(metrics.summary, probs, labels, probs, labels)
+  assert fitted["nll"] <= metrics.nll(probs, labels) + 1e-12
+  assert fitted["temperature"] > 1  # over-confident random logits get softened
+  split = uncertainty.test_split_calibrated(metrics.summary, probs, labels, repeats=5)
+  assert split == uncertainty.test_split_calibrated(metrics.summary, probs, labels, repeats=5)
+  assert set(split) == {"temperature", "accuracy", "nll", "ece", "brier"}
+  assert split["nll"] >= fitted["nll"] - 1e-9  # held-out halves cannot beat the in-sample fit
+
+
+def test_deep_ensemble_equivalent_hand_worked():
+  ref = [1.0, 0.8, 0.7, 0.65]
+  dee = uncertainty.deep_ensemble_equivalent
+  assert dee(0.75, ref) == pytest.approx(2.5)  # halfway between 2 and 3 members
+  assert dee(0.8, ref) == pytest.approx(2.0)
+  assert dee(0.68, ref) == pytest.approx(3.4)
+  assert dee(1.2, ref) == 1.0  # worse than one network
+  assert dee(1.0, ref) == 1.0
+  assert dee(0.6, ref) == pytest.approx(5.0)  # extrapolates the last step (0.05 per member)
+  assert dee(0.5, [1.0, 0.8, 0.8]) == 3.0  # a flat last step cannot be extrapolated
+
+
+def test_auroc_aupr_fpr_match_scikit_learn_on_random_and_tied_scores():
+  sk = pytest.importorskip("sklearn.metrics", reason="test dependency from requirements-test")
+  rng = np.random.default_rng(1)
+  for tied in (False, True):
+    s_in = rng.normal(0, 1, 300)
+    s_out = rng.normal(0.7, 1, 200)
+    if tied:
+      s_in, s_out = np.round(s_in), np.round(s_out)
+    y = np.r_[np.zeros(300), np.ones(200)]
+    s = np.r_[s_in, s_out]
+    assert uncertainty.auroc(s_in, s_out) == pytest.approx(sk.roc_auc_score(y, s), abs=1e-12)
+    assert uncertainty.aupr(s_in, s_out) == pytest.approx(sk.average_precision_score(y, s),
+                                                          abs=1e-12)
+    fpr, tpr, _ = sk.roc_curve(y, s, drop_intermediate=False)
+    assert uncertainty.fpr_at_tpr(s_in, s_out) == pytest.approx(fpr[np.argmax(tpr >= 0.95)])
+  assert uncertainty.auroc([0, 0], [1, 1]) == 1.0 and uncertainty.auroc([1], [1]) == 0.5
+
+
+def test_ood_scores_and_mutual_information():
+  rng = np.random.default_rng(2)
+  p = rng.dirichlet(np.ones(4), size=(3, 50))
+  scores = uncertainty.ood_scores(p)
+  np.testing.assert_allclose(scores["mutual_information"].mean(), metrics.kl_to_ensemble(p),
+                             rtol=1e-10)  # MI = mean KL of members to their mean
+  same = uncertainty.ood_scores(np.stack([p[0]] * 3))
+  np.testing.assert_allclose(same["mutual_information"], 0, atol=1e-12)
+  assert "mutual_information" not in uncertainty.ood_scores(p[:1])
+  np.testing.assert_allclose(scores["max_softmax"], 1 - p.mean(0).max(-1))
+
+
+def test_risk_coverage_and_aurc_hand_worked():
+  # Confidences 0.9, 0.8, 0.7, 0.6 with correct, wrong, correct, wrong predictions.
+  probs = np.array([[0.9, 0.1], [0.2, 0.8], [0.7, 0.3], [0.4, 0.6]])
+  labels = np.array([0, 0, 0, 0])
+  coverage, risk = uncertainty.risk_coverage(probs, labels)
+  np.testing.assert_allclose(coverage, [0.25, 0.5, 0.75, 1.0])
+  np.testing.assert_allclose(risk, [0, 0.5, 1 / 3, 0.5])
+  report = uncertainty.selective_report(probs, labels, coverages=(0.5, 0.75))
+  assert report["aurc"] == pytest.approx((0 + 0.5 + 1 / 3 + 0.5) / 4)
+  assert report["accuracy_at_50"] == 0.5 and report["accuracy_at_75"] == pytest.approx(2 / 3)
