@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import json
 import logging
 import os
 import tempfile
@@ -24,7 +25,7 @@ import jax
 import numpy as np
 
 from starsse_jax import (basin, checkpoint, configlib, inference, members, methods, metrics,
-                         models, report, resume, soups, train, weights)
+                         models, report, resume, soups, train, uncertainty, weights)
 from starsse_jax import data as data_lib
 from starsse_jax.data import TransferData, from_arrays, load_transfer_data
 
@@ -233,6 +234,7 @@ def make_soups(config, data: TransferData, ens: Ensemble,
     probs = _predict(config, data, ens.model, variables, split.images)
     return metrics.accuracy(probs[0], split.labels)
 
+  ood = data.ood.images if data.ood is not None else None
   if member_val_accuracy is None:
     member_val = _predict(config, data, ens.model, ens.variables, data.target_val.images)
     member_val_accuracy = [metrics.accuracy(p, data.target_val.labels) for p in member_val]
@@ -243,24 +245,85 @@ def make_soups(config, data: TransferData, ens: Ensemble,
                                    list(range(ens.num_members))), ("greedy", greedy, chosen)):
     variables = finish(soup_params)
     test = _predict(config, data, ens.model, variables, data.target_test.images)[0]
+    val = _predict(config, data, ens.model, variables, data.target_val.images)[0]
     out[name] = {"members": used, "test": metrics.summary(test, data.target_test.labels,
                                                           config.eval.ece_bins),
-                 "val_accuracy": accuracy(variables, data.target_val), "variables": variables}
+                 "val_accuracy": metrics.accuracy(val, data.target_val.labels),
+                 "uncertainty": uncertainty.model_report(
+                     test, data.target_test.labels, val, data.target_val.labels,
+                     None if ood is None else
+                     _predict(config, data, ens.model, variables, ood)[0], config.eval.ece_bins),
+                 "probs": test, "variables": variables}
   return out
 
 
+def _dee_reference(config, results: dict[str, Any]) -> list[float] | None:
+  """Calibrated test NLL of Local DE at sizes 1..L: this run's when it is a Local DE, else the
+  curve in ``eval.dee_reference`` (a Local DE run's results.json)."""
+  if config.method == "local_de":
+    return results["uncertainty"]["size_curve_calibrated_nll"]
+  if not config.eval.dee_reference:
+    return None
+  with open(config.eval.dee_reference) as f:
+    reference = json.load(f)
+  if reference.get("method") != "local_de" or "uncertainty" not in reference:
+    raise ValueError(f"eval.dee_reference={config.eval.dee_reference!r} is not the results.json "
+                     "of a Local DE run of this version (method local_de, with 'uncertainty').")
+  return reference["uncertainty"]["size_curve_calibrated_nll"]
+
+
 def evaluate(config, data: TransferData, ens: Ensemble) -> dict[str, Any]:
-  """Test and validation metrics of members, ensemble (sizes 1..K) and soups (JSON-ready)."""
+  """Test and validation metrics of members, ensemble (sizes 1..K) and soups (JSON-ready), with
+  calibrated metrics, DEE, OOD detection and selective prediction (``uncertainty``)."""
   results = {"method": config.method, "member_names": ens.member_names}
+  probs = {}
   for split in ("test", "val"):
     s = getattr(data, f"target_{split}")
-    probs = _predict(config, data, ens.model, ens.variables, s.images)
-    results[split] = metrics.ensemble_report(probs, s.labels, config.eval.ece_bins)
+    probs[split] = _predict(config, data, ens.model, ens.variables, s.images)
+    results[split] = metrics.ensemble_report(probs[split], s.labels, config.eval.ece_bins)
+  test_y, val_y, bins = data.target_test.labels, data.target_val.labels, config.eval.ece_bins
+  ood = (None if data.ood is None else
+         _predict(config, data, ens.model, ens.variables, data.ood.images))
+  mean = metrics.ensemble
+  results["uncertainty"] = {
+      "ood_set": data.ood_name if ood is not None else None,
+      "members": [uncertainty.model_report(probs["test"][k], test_y, probs["val"][k], val_y,
+                                           None if ood is None else ood[k], bins)
+                  for k in range(ens.num_members)],
+      "ensemble": uncertainty.model_report(mean(probs["test"]), test_y, mean(probs["val"]), val_y,
+                                           None if ood is None else mean(ood), bins,
+                                           probs["test"], ood),
+      "size_curve_calibrated_nll": [
+          uncertainty.calibrated(metrics.nll_summary, mean(probs["val"][:k]), val_y,
+                                 mean(probs["test"][:k]), test_y)["nll"]
+          for k in range(1, ens.num_members + 1)]}
+  curves = {"member 0": probs["test"][0], "ensemble": mean(probs["test"])}
   if config.eval.soups:
     val_accuracy = [m["accuracy"] for m in results["val"]["members"]]
-    results["soups"] = {name: {k: v for k, v in soup.items() if k != "variables"}
-                        for name, soup in make_soups(config, data, ens, val_accuracy).items()}
+    made = make_soups(config, data, ens, val_accuracy)
+    results["soups"] = {name: {k: v for k, v in soup.items() if k not in ("variables", "probs")}
+                        for name, soup in made.items()}
+    curves["uniform soup"] = made["uniform"]["probs"]
+  reference = _dee_reference(config, results)
+  if reference is not None:
+    dee = lambda report: uncertainty.deep_ensemble_equivalent(report["calibrated"]["nll"],
+                                                              reference)
+    u = results["uncertainty"]
+    results["dee"] = {
+        "reference": config.eval.dee_reference or "this run",
+        "members": [dee(m) for m in u["members"]], "ensemble": dee(u["ensemble"]),
+        "size_curve": [uncertainty.deep_ensemble_equivalent(v, reference)
+                       for v in u["size_curve_calibrated_nll"]],
+        "soups": {name: dee(s["uncertainty"]) for name, s in results.get("soups", {}).items()}}
+  results["curves"] = {name: {"reliability": uncertainty.reliability_bins(p, test_y, bins),
+                              "risk_coverage": _thin(*uncertainty.risk_coverage(p, test_y))}
+                       for name, p in curves.items()}
   return results
+
+
+def _thin(coverage, risk, points: int = 200) -> dict[str, list[float]]:
+  idx = np.unique(np.linspace(0, len(coverage) - 1, min(points, len(coverage))).astype(int))
+  return {"coverage": coverage[idx].tolist(), "risk": risk[idx].tolist()}
 
 
 def body_params(params: dict[str, Any]) -> dict[str, Any]:
@@ -377,6 +440,8 @@ def run(config, workdir: str, data: TransferData | tuple | None = None) -> dict[
   report.write_json(os.path.join(workdir, "timing.json"), results["timing"])
   report.plot_learning_rates(os.path.join(workdir, "learning_rates.png"), ens.phases)
   report.plot_size_curve(os.path.join(workdir, "ensemble_size.png"), results)
+  report.plot_reliability(os.path.join(workdir, "reliability.png"), results["curves"])
+  report.plot_risk_coverage(os.path.join(workdir, "risk_coverage.png"), results["curves"])
   if "basin" in results:
     report.plot_interpolation(os.path.join(workdir, "interpolation.png"), results["basin"])
   return results

@@ -78,6 +78,11 @@ def base_config() -> ml_collections.ConfigDict:
   c.eval = ml_collections.ConfigDict()
   c.eval.batch_size = 500
   c.eval.ece_bins = 15
+  # OOD set: 'auto' (the split's source classes), 'none', or a source ('tfds:NAME', 'npz:PATH', ...)
+  c.eval.ood = "auto"
+  # A Local DE results.json whose calibrated-NLL size curve is the DEE reference ('' = none; a
+  # local_de run is its own reference).
+  c.eval.dee_reference = ""
   c.eval.soups = True
   c.eval.bn_batch_size = 100
   c.eval.basin = False  # interpolation curves and distances (adds minutes on a CPU)

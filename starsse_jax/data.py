@@ -17,13 +17,14 @@ channels; no source data is read.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from starsse_jax import sources
-from starsse_jax.sources.common import DatasetError, DatasetNotFoundError, Split
+from starsse_jax.sources.common import DatasetError, DatasetNotFoundError, Split, stack_images
 from starsse_jax.sources.fashion_mnist import FILES as FASHION_MNIST_FILES, read_idx
 from starsse_jax.sources.npz_arrays import from_arrays as split_from_arrays
 
@@ -42,6 +43,8 @@ class TransferData:
   num_target_classes: int
   mean: np.ndarray  # per-channel input normalisation, in [0, 1] units
   std: np.ndarray
+  ood: Split | None = None  # out-of-distribution test images (labels unused), or None
+  ood_name: str = ""
 
   @property
   def image_shape(self) -> tuple[int, ...]:
@@ -143,8 +146,11 @@ def transfer_split(splits: dict[str, Split], data_config, seed: int,
       [data_config.target_train_per_class, data_config.target_val_per_class], rng)
   target_test = _test_subset(_select(splits["test"], target_classes), data_config, seed)
   mean, std = _statistics(source_train.images if with_source else target_train.images)
+  # The natural near-OOD set: test images of the source classes, never the target's classes.
+  ood = _select(splits["test"], source_classes)
   return _check(TransferData(source_train, target_train, target_val, target_test,
-                             len(source_classes), len(target_classes), mean, std))
+                             len(source_classes), len(target_classes), mean, std, ood,
+                             f"{data_config.name} test images of source classes {source_classes}"))
 
 
 def target_split(splits: dict[str, Split], data_config, seed: int) -> TransferData:
@@ -173,7 +179,7 @@ def from_arrays(config, train_images, train_labels, test_images, test_labels) ->
   d = config.data
   splits = {"train": split_from_arrays(train_images, train_labels, d.stored_size, "train arrays"),
             "test": split_from_arrays(test_images, test_labels, d.stored_size, "test arrays")}
-  return for_checkpoint(target_split(splits, d, config.seed), config)
+  return for_checkpoint(with_ood(target_split(splits, d, config.seed), config), config)
 
 
 def for_checkpoint(data: TransferData, config) -> TransferData:
@@ -187,7 +193,8 @@ def for_checkpoint(data: TransferData, config) -> TransferData:
     rgb = lambda s: s if s is None else Split(np.repeat(s.images, 3, axis=-1), s.labels)
     data = dataclasses.replace(data, source_train=rgb(data.source_train),
                                target_train=rgb(data.target_train),
-                               target_val=rgb(data.target_val), target_test=rgb(data.target_test))
+                               target_val=rgb(data.target_val), target_test=rgb(data.target_test),
+                               ood=rgb(data.ood))
   elif channels != len(mean):
     raise ValueError(f"Images have {channels} channels but pretrain.input_mean has {len(mean)} "
                      "values; give one mean and std per channel the checkpoint expects.")
@@ -203,7 +210,43 @@ def load_transfer_data(config) -> TransferData:
                           with_source=not config.pretrain.checkpoint)
   else:
     data = target_split(load_dataset(d, target), d, config.seed)
-  return for_checkpoint(data, config)
+  return for_checkpoint(with_ood(data, config), config)
+
+
+def _digests(images: np.ndarray) -> set[bytes]:
+  return {hashlib.sha1(im.tobytes()).digest() for im in images}
+
+
+def with_ood(data: TransferData, config) -> TransferData:
+  """The OOD set ``eval.ood`` names: 'auto' keeps the natural one (source classes' test images,
+  when the data has them), 'none' drops it, a source spec (``tfds:svhn_cropped``,
+  ``folder:PATH``, ``npz:PATH``) reads that dataset's test split at the target's image size.
+  An OOD set that shares any image with the in-distribution test set is refused."""
+  spec = config.eval.get("ood", "auto") or "auto"
+  if spec == "none":
+    return dataclasses.replace(data, ood=None, ood_name="")
+  if spec != "auto":
+    h, w, c = data.image_shape
+    if h != w:
+      raise ValueError(f"eval.ood={spec!r}: the target's images are {h}x{w}; an OOD set is "
+                       "resized to a square size only.")
+    test = load_dataset(config.data, spec)["test"]
+    images = stack_images(list(test.images), h if test.images.shape[1:3] != (h, w) else 0, spec)
+    if images.shape[-1] != c:
+      if images.shape[-1] == 1:
+        images = np.repeat(images, c, axis=-1)
+      else:
+        raise ValueError(f"eval.ood={spec!r} has {images.shape[-1]}-channel images; the target's "
+                         f"have {c}.")
+    data = dataclasses.replace(data, ood=Split(images, test.labels), ood_name=spec)
+  if data.ood is not None:
+    shared = _digests(data.ood.images) & _digests(data.target_test.images)
+    if shared:
+      raise DatasetError(
+          f"The OOD set ({data.ood_name}) shares {len(shared)} image(s) with the "
+          "in-distribution test set, which would make OOD AUROC meaningless; name a disjoint "
+          "dataset with eval.ood, or eval.ood='none'.")
+  return data
 
 
 def fits_on_device(nbytes: int, fraction: float = 0.25) -> bool:

@@ -8,18 +8,29 @@ from typing import Any
 
 import numpy as np
 
-_COLUMNS = ("accuracy", "nll", "ece", "brier")
+_COLUMNS = ("accuracy", "nll", "ece", "brier", "cal. nll", "ood auroc")
+
+
+def _with_uncertainty(m: dict[str, float], u: dict[str, Any] | None) -> dict[str, float]:
+  """Test metrics plus calibrated NLL (T from the validation slice) and max-softmax OOD AUROC."""
+  u = u or {}
+  return {**m, "cal. nll": u.get("calibrated", {}).get("nll"),
+          "ood auroc": u.get("ood", {}).get("max_softmax", {}).get("auroc")}
 
 
 def rows(results: dict[str, Any]) -> list[tuple[str, dict[str, float]]]:
   """(name, metrics) of every model the run evaluated, the first fine-tuned model first."""
   ens = results["test"]
-  out = [(f"member {k} ({name})", m)
-         for k, (name, m) in enumerate(zip(results["member_names"], ens["members"]))]
-  out.append((f"ensemble of {len(ens['members'])} ({results['method']})", ens["ensemble"]))
+  u = results.get("uncertainty", {})
+  member_u = u.get("members", [None] * len(ens["members"]))
+  out = [(f"member {k} ({name})", _with_uncertainty(m, mu))
+         for k, (name, m, mu) in enumerate(zip(results["member_names"], ens["members"], member_u))]
+  out.append((f"ensemble of {len(ens['members'])} ({results['method']})",
+              _with_uncertainty(ens["ensemble"], u.get("ensemble"))))
   for name, soup in results.get("soups", {}).items():
     n = len(soup["members"])
-    out.append((f"{name} soup ({n} member{'s' if n != 1 else ''})", soup["test"]))
+    out.append((f"{name} soup ({n} member{'s' if n != 1 else ''})",
+                _with_uncertainty(soup["test"], soup.get("uncertainty"))))
   return out
 
 
@@ -27,11 +38,21 @@ def table(results: dict[str, Any]) -> str:
   """A markdown table of test metrics."""
   lines = ["| model | " + " | ".join(_COLUMNS) + " |", "|---" * (len(_COLUMNS) + 1) + "|"]
   for name, m in rows(results):
-    lines.append(f"| {name} | " + " | ".join(f"{m[c]:.4f}" for c in _COLUMNS) + " |")
+    lines.append(f"| {name} | " + " | ".join("-" if m.get(c) is None else f"{m[c]:.4f}"
+                                             for c in _COLUMNS) + " |")
   div = results["test"]["diversity"]
   lines.append("")
   lines.append(f"diversity: disagreement {div['disagreement']:.4f}, "
                f"KL to ensemble {div['kl_to_ensemble']:.4f}")
+  u = results.get("uncertainty", {})
+  if u.get("ood_set"):
+    lines.append(f"OOD set: {u['ood_set']} (AUROC of max-softmax; mutual information for the "
+                 f"ensemble: {u['ensemble']['ood']['mutual_information']['auroc']:.4f})"
+                 if "mutual_information" in u["ensemble"].get("ood", {}) else
+                 f"OOD set: {u['ood_set']} (AUROC of max-softmax)")
+  if "dee" in results:
+    lines.append(f"DEE (calibrated NLL vs Local DE, {results['dee']['reference']}): ensemble "
+                 f"{results['dee']['ensemble']:.2f}")
   return "\n".join(lines)
 
 
@@ -91,6 +112,38 @@ def plot_size_curve(path: str, results: dict[str, Any]) -> None:
     ax.set_ylabel(f"test {key}")
     ax.set_xticks(k)
     ax.legend()
+  fig.tight_layout()
+  fig.savefig(path, dpi=120)
+  plt.close(fig)
+
+
+def plot_reliability(path: str, curves: dict[str, Any]) -> None:
+  """Reliability diagrams: accuracy against mean confidence per confidence bin."""
+  plt = _pyplot()
+  fig, axes = plt.subplots(1, len(curves), figsize=(3.2 * len(curves), 3.2), sharey=True)
+  for ax, (name, c) in zip(np.atleast_1d(axes), curves.items()):
+    r = c["reliability"]
+    keep = [i for i, n in enumerate(r["count"]) if n]
+    ax.plot([0, 1], [0, 1], color="grey", linewidth=0.8)
+    ax.bar([r["confidence"][i] for i in keep], [r["accuracy"][i] for i in keep],
+           width=1 / len(r["count"]), alpha=0.6, edgecolor="black")
+    ax.set_title(name)
+    ax.set_xlabel("confidence")
+  np.atleast_1d(axes)[0].set_ylabel("accuracy")
+  fig.tight_layout()
+  fig.savefig(path, dpi=120)
+  plt.close(fig)
+
+
+def plot_risk_coverage(path: str, curves: dict[str, Any]) -> None:
+  """Selective risk (error rate of the most confident inputs) against coverage."""
+  plt = _pyplot()
+  fig, ax = plt.subplots(figsize=(5, 3.5))
+  for name, c in curves.items():
+    ax.plot(c["risk_coverage"]["coverage"], c["risk_coverage"]["risk"], label=name)
+  ax.set_xlabel("coverage")
+  ax.set_ylabel("risk (error rate)")
+  ax.legend()
   fig.tight_layout()
   fig.savefig(path, dpi=120)
   plt.close(fig)

@@ -24,11 +24,11 @@ from typing import Any
 import numpy as np
 
 from starsse_jax import (api, basin, configlib, members, methods, metrics, models, report,
-                         resume, train)
+                         resume, train, uncertainty)
 from starsse_jax.data import TransferData, load_transfer_data
 
 COLUMNS = ("seed", "method", "lr_ratio", "cycle_ratio", "ensemble_accuracy", "ensemble_nll",
-           "ensemble_ece", "member_accuracy", "member_nll", "disagreement",
+           "ensemble_ece", "ensemble_cal_nll", "dee", "member_accuracy", "member_nll", "disagreement",
            "uniform_soup_accuracy", "uniform_soup_nll", "greedy_soup_accuracy",
            "greedy_soup_nll", "greedy_soup_size", "l2_to_first", "l2_to_pretrained",
            "barrier_from_first", "left_basin")
@@ -115,6 +115,14 @@ def evaluate_seed(config, data: TransferData, model, variables, plan: methods.Sw
                              api.body_params(members.take(pretrained["params"], source_of(member_id))))
 
   rows, curves = [], []
+  test_y, val_y = data.target_test.labels, data.target_val.labels
+
+  def cal_nll(ids) -> float:  # T fitted on the validation slice, NLL on the test set
+    return uncertainty.calibrated(metrics.nll_summary, metrics.ensemble(val[ids]), val_y,
+                                  metrics.ensemble(test[ids]), test_y)["nll"]
+
+  local_ids = plan.ensembles[("local_de", None, None)]
+  reference = [cal_nll(local_ids[:l]) for l in range(1, len(local_ids) + 1)]
   for (method, r, cr), ids in plan.ensembles.items():
     labels = data.target_test.labels
     report_ = metrics.ensemble_report(test[ids], labels, c.eval.ece_bins)
@@ -127,6 +135,8 @@ def evaluate_seed(config, data: TransferData, model, variables, plan: methods.Sw
         "seed": seed, "method": method, "lr_ratio": r, "cycle_ratio": cr,
         "ensemble_accuracy": report_["ensemble"]["accuracy"],
         "ensemble_nll": report_["ensemble"]["nll"], "ensemble_ece": report_["ensemble"]["ece"],
+        "ensemble_cal_nll": cal_nll(ids),
+        "dee": uncertainty.deep_ensemble_equivalent(cal_nll(ids), reference),
         "member_accuracy": float(np.mean([m["accuracy"] for m in report_["members"]])),
         "member_nll": float(np.mean([m["nll"] for m in report_["members"]])),
         "disagreement": report_["diversity"]["disagreement"],

@@ -25,7 +25,9 @@ def test_starsse_end_to_end_then_reuse_pretrained(tmp_path):
   assert results["member_names"] == ["finetune[0]", "star_branches[0]", "star_branches[1]"]
   assert [p["name"] for p in results["phases"]] == ["finetune", "star_branches"]
   assert all(0 <= m["accuracy"] <= 1 for m in results["test"]["members"])
-  for name in ("learning_rates.png", "ensemble_size.png"):
+  assert "| cal. nll | ood auroc |" in run.stdout and "OOD set: fashion_mnist test images" in run.stdout
+  assert results["uncertainty"]["ensemble"]["calibrated"]["temperature"] > 0
+  for name in ("learning_rates.png", "ensemble_size.png", "reliability.png", "risk_coverage.png"):
     assert (tmp_path / name).stat().st_size > 1000
   assert (tmp_path / "pretrained").is_dir()
 

@@ -93,3 +93,61 @@ def test_risk_coverage_and_aurc_hand_worked():
   report = uncertainty.selective_report(probs, labels, coverages=(0.5, 0.75))
   assert report["aurc"] == pytest.approx((0 + 0.5 + 1 / 3 + 0.5) / 4)
   assert report["accuracy_at_50"] == 0.5 and report["accuracy_at_75"] == pytest.approx(2 / 3)
+
+
+def test_evaluate_reports_calibration_dee_ood_and_selective_prediction(synthetic, tmp_path):
+  from conftest import tiny_config  # pylint: disable=g-import-not-at-top
+  from starsse_jax import api, members, models, report  # pylint: disable=g-import-not-at-top
+  import dataclasses  # pylint: disable=g-import-not-at-top
+  config = tiny_config("local_de", members=3)
+  model = models.build_model(config.model, synthetic.num_source_classes)
+  trainer = api._trainer(config, model, synthetic, config.pretrain)  # pylint: disable=protected-access
+  pre = members.stack([trainer.init_variables(0, synthetic.image_shape)])
+  data = dataclasses.replace(synthetic, ood=synthetic.source_train, ood_name="synthetic source")
+  ens = api.finetune(config, data, pre)
+  results = api.evaluate(config, data, ens)
+  u = results["uncertainty"]
+  assert u["ood_set"] == "synthetic source"
+  for part in u["members"] + [u["ensemble"]] + [s["uncertainty"] for s in results["soups"].values()]:
+    assert part["calibrated"]["temperature"] > 0 and np.isfinite(part["calibrated"]["nll"])
+    assert 0 <= part["ood"]["max_softmax"]["auroc"] <= 1
+    assert 0 <= part["selective"]["aurc"] <= 1
+    assert set(part["calibrated_test_split"]) >= {"nll", "ece", "temperature"}
+  assert "mutual_information" in u["ensemble"]["ood"]
+  assert len(u["size_curve_calibrated_nll"]) == 3
+  # A Local DE is its own DEE reference: its one-member point is worth exactly one member.
+  assert results["dee"]["size_curve"][0] == 1.0
+  assert all(d >= 1.0 for d in results["dee"]["size_curve"])
+  table = report.table(results)
+  assert "| cal. nll | ood auroc |" in table and "OOD set: synthetic source" in table
+  report.plot_reliability(str(tmp_path / "r.png"), results["curves"])
+  report.plot_risk_coverage(str(tmp_path / "rc.png"), results["curves"])
+  assert (tmp_path / "r.png").stat().st_size > 1000 and (tmp_path / "rc.png").stat().st_size > 1000
+  # Another method takes its DEE reference from a Local DE's results.json.
+  path = tmp_path / "local.json"
+  report.write_json(str(path), results)
+  config.method, config.eval.dee_reference = "starsse", str(path)
+  ens = api.finetune(config, data, pre)
+  assert len(api.evaluate(config, data, ens)["dee"]["members"]) == 3
+
+
+def test_an_ood_set_that_overlaps_the_test_set_is_refused(tmp_path):
+  from conftest import tiny_config  # pylint: disable=g-import-not-at-top
+  from starsse_jax import data, sources  # pylint: disable=g-import-not-at-top
+  rng = np.random.default_rng(0)
+  x_test = rng.integers(0, 256, (12, 6, 6, 3)).astype(np.uint8)
+  x_train = rng.integers(0, 256, (30, 6, 6, 3)).astype(np.uint8)
+  y = lambda n: np.arange(n) % 3
+  config = tiny_config()
+  config.data.target_train_per_class, config.data.target_val_per_class = 0, 2
+  np.savez(tmp_path / "ood.npz", train_images=x_train[:3], train_labels=y(3),
+           test_images=np.concatenate([x_test[:1], x_train[:5]]), test_labels=y(6))
+  config.eval.ood = f"npz:{tmp_path}/ood.npz"
+  with pytest.raises(sources.DatasetError, match="shares 1 image"):
+    data.from_arrays(config, x_train, y(30), x_test, y(12))
+  np.savez(tmp_path / "ood.npz", train_images=x_train[:3], train_labels=y(3),
+           test_images=rng.integers(0, 256, (5, 8, 8, 1)).astype(np.uint8), test_labels=y(5))
+  d = data.from_arrays(config, x_train, y(30), x_test, y(12))
+  assert d.ood.images.shape == (5, 6, 6, 3)  # resized to the target's size, grey -> RGB
+  config.eval.ood = "none"
+  assert data.from_arrays(config, x_train, y(30), x_test, y(12)).ood is None
