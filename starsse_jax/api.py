@@ -23,6 +23,7 @@ from typing import Any
 
 import jax
 import numpy as np
+import optax
 
 from starsse_jax import (basin, checkpoint, configlib, inference, members, methods, metrics,
                          models, report, resume, soups, train, uncertainty, weights)
@@ -213,9 +214,17 @@ def _predict(config, data: TransferData, model, variables, images) -> np.ndarray
                            config.execution.member_strategy, config.data.image_size)
 
 
+def _ame_optimizer(config):
+  name, lr = config.eval.ame_optimizer, config.eval.ame_lr
+  if name == "sgd":
+    return None  # step 1 / i: soups.ame_soup's default
+  return {"adam": optax.adam, "adagrad": optax.adagrad}[name](lr)
+
+
 def make_soups(config, data: TransferData, ens: Ensemble,
                member_val_accuracy: list[float] | None = None) -> dict[str, Any]:
-  """Uniform and greedy soups; BatchNorm statistics recomputed on the target training images.
+  """Uniform and greedy soups (and AME with ``eval.ame_optimizer``); BatchNorm statistics
+  recomputed on the target training images.
 
   ``member_val_accuracy`` (each member's validation accuracy, which ``evaluate`` already has)
   sets the greedy order; it is computed when not given.
@@ -240,9 +249,13 @@ def make_soups(config, data: TransferData, ens: Ensemble,
     member_val_accuracy = [metrics.accuracy(p, data.target_val.labels) for p in member_val]
   greedy, chosen, _ = soups.greedy_soup(params, member_val_accuracy,
                                         lambda p: accuracy(finish(p), data.target_val))
+  everyone = list(range(ens.num_members))
+  made = [("uniform", soups.uniform_soup(params), everyone), ("greedy", greedy, chosen)]
+  if config.eval.ame_optimizer:
+    made.append(("ame", soups.ame_soup(params, _ame_optimizer(config), config.eval.ame_passes),
+                 everyone))
   out = {}
-  for name, soup_params, used in (("uniform", soups.uniform_soup(params),
-                                   list(range(ens.num_members))), ("greedy", greedy, chosen)):
+  for name, soup_params, used in made:
     variables = finish(soup_params)
     test = _predict(config, data, ens.model, variables, data.target_test.images)[0]
     val = _predict(config, data, ens.model, variables, data.target_val.images)[0]
@@ -297,6 +310,14 @@ def evaluate(config, data: TransferData, ens: Ensemble) -> dict[str, Any]:
           uncertainty.calibrated(metrics.nll_summary, mean(probs["val"][:k]), val_y,
                                  mean(probs["test"][:k]), test_y)["nll"]
           for k in range(1, ens.num_members + 1)]}
+  chosen, val_acc = soups.greedy_ensemble(probs["val"], val_y)
+  results["greedy_ensemble"] = {
+      "members": chosen, "val_accuracy": val_acc,
+      "test": metrics.summary(mean(probs["test"][chosen]), test_y, bins),
+      "uncertainty": uncertainty.model_report(
+          mean(probs["test"][chosen]), test_y, mean(probs["val"][chosen]), val_y,
+          None if ood is None else mean(ood[chosen]), bins, probs["test"][chosen],
+          None if ood is None else ood[chosen])}
   curves = {"member 0": probs["test"][0], "ensemble": mean(probs["test"])}
   if config.eval.soups:
     val_accuracy = [m["accuracy"] for m in results["val"]["members"]]
@@ -314,6 +335,7 @@ def evaluate(config, data: TransferData, ens: Ensemble) -> dict[str, Any]:
         "members": [dee(m) for m in u["members"]], "ensemble": dee(u["ensemble"]),
         "size_curve": [uncertainty.deep_ensemble_equivalent(v, reference)
                        for v in u["size_curve_calibrated_nll"]],
+        "greedy_ensemble": dee(results["greedy_ensemble"]["uncertainty"]),
         "soups": {name: dee(s["uncertainty"]) for name, s in results.get("soups", {}).items()}}
   results["curves"] = {name: {"reliability": uncertainty.reliability_bins(p, test_y, bins),
                               "risk_coverage": _thin(*uncertainty.risk_coverage(p, test_y))}

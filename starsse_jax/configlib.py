@@ -84,6 +84,11 @@ def base_config() -> ml_collections.ConfigDict:
   # local_de run is its own reference).
   c.eval.dee_reference = ""
   c.eval.soups = True
+  # AME soup (data-free averaging by an optimiser): '' (off), 'sgd' (step 1/i: the uniform soup),
+  # 'adam' or 'adagrad' at eval.ame_lr, eval.ame_passes passes through the members.
+  c.eval.ame_optimizer = ""
+  c.eval.ame_lr = 0.1
+  c.eval.ame_passes = 3
   c.eval.bn_batch_size = 100
   c.eval.basin = False  # interpolation curves and distances (adds minutes on a CPU)
   c.eval.basin_points = 11
@@ -148,6 +153,9 @@ def validate(config: ml_collections.ConfigDict, data_given: bool = False) -> Non
   for name in ("pretrain.momentum", "finetune.momentum"):
     value = config[name.split(".")[0]][name.split(".")[1]]
     need(0 <= value < 1, f"{name}={value!r} must lie in [0, 1).")
+  need(config.eval.ame_optimizer in ("", "sgd", "adam", "adagrad"),
+       f"eval.ame_optimizer={config.eval.ame_optimizer!r}; use '' (off), 'sgd', 'adam' or "
+       "'adagrad'.")
   need(config.data.placement in ("auto", "device", "host"),
        f"data.placement={config.data.placement!r}; use 'auto', 'device' or 'host'.")
   need(config.model.stem in ("",) + models.STEMS,

@@ -27,6 +27,11 @@ def rows(results: dict[str, Any]) -> list[tuple[str, dict[str, float]]]:
          for k, (name, m, mu) in enumerate(zip(results["member_names"], ens["members"], member_u))]
   out.append((f"ensemble of {len(ens['members'])} ({results['method']})",
               _with_uncertainty(ens["ensemble"], u.get("ensemble"))))
+  if "greedy_ensemble" in results:
+    g = results["greedy_ensemble"]
+    n = len(g["members"])
+    out.append((f"greedy ensemble ({n} member{'s' if n != 1 else ''})",
+                _with_uncertainty(g["test"], g.get("uncertainty"))))
   for name, soup in results.get("soups", {}).items():
     n = len(soup["members"])
     out.append((f"{name} soup ({n} member{'s' if n != 1 else ''})",

@@ -47,3 +47,30 @@ def test_greedy_soup_rejects_ties():
   values = [1.0, 1.0]
   _, chosen, _ = soups.greedy_soup(_stacked(values), [0.0, 0.0], lambda p: 0.0)
   assert chosen == [0]
+
+
+def test_greedy_ensemble_selects_by_the_mean_prediction():
+  labels = np.array([0, 1, 0, 1])
+  one_hot = lambda preds: np.eye(2)[np.asarray(preds)] * 0.8 + 0.1
+  # Each member is wrong at one place (accuracy 0.75). Ties of the mean go to class 0.
+  probs = np.stack([one_hot([1, 1, 0, 1]), one_hot([0, 0, 0, 1]), one_hot([0, 1, 1, 1])])
+  chosen, accuracy = soups.greedy_ensemble(probs, labels)
+  # 0 + 1 stays at 0.75 (not strictly higher: rejected); 0 + 2 is right everywhere.
+  assert chosen == [0, 2] and accuracy == 1.0
+  worse = np.stack([one_hot([0, 1, 0, 0]), one_hot([1, 0, 1, 0])])
+  assert soups.greedy_ensemble(worse, labels) == ([0], 0.75)
+
+
+def test_ame_with_sgd_one_over_i_is_the_uniform_soup_and_adam_moves_elsewhere():
+  import optax  # pylint: disable=g-import-not-at-top
+  rng = np.random.default_rng(0)
+  stacked = {"w": jnp.asarray(rng.normal(size=(5, 3, 4)), jnp.float32),
+             "b": jnp.asarray(rng.normal(size=(5, 2)), jnp.float32)}
+  ame = soups.ame_soup(stacked)
+  uniform = soups.uniform_soup(stacked)
+  for key in stacked:
+    np.testing.assert_allclose(ame[key], uniform[key], rtol=1e-6, atol=1e-6)
+  twice = soups.ame_soup(stacked, passes=2)  # every member seen equally often: still the mean
+  np.testing.assert_allclose(twice["w"], uniform["w"], rtol=1e-5, atol=1e-6)
+  adam = soups.ame_soup(stacked, optax.adam(0.1), passes=3)
+  assert np.all(np.isfinite(adam["w"])) and not np.allclose(adam["w"], uniform["w"], atol=1e-3)

@@ -100,6 +100,7 @@ def test_evaluate_reports_calibration_dee_ood_and_selective_prediction(synthetic
   from starsse_jax import api, members, models, report  # pylint: disable=g-import-not-at-top
   import dataclasses  # pylint: disable=g-import-not-at-top
   config = tiny_config("local_de", members=3)
+  config.eval.ame_optimizer = "sgd"  # AME with step 1/i: the uniform soup, through the pipeline
   model = models.build_model(config.model, synthetic.num_source_classes)
   trainer = api._trainer(config, model, synthetic, config.pretrain)  # pylint: disable=protected-access
   pre = members.stack([trainer.init_variables(0, synthetic.image_shape)])
@@ -114,6 +115,13 @@ def test_evaluate_reports_calibration_dee_ood_and_selective_prediction(synthetic
     assert 0 <= part["selective"]["aurc"] <= 1
     assert set(part["calibrated_test_split"]) >= {"nll", "ece", "temperature"}
   assert "mutual_information" in u["ensemble"]["ood"]
+  ame, uniform = results["soups"]["ame"]["test"], results["soups"]["uniform"]["test"]
+  assert ame["accuracy"] == uniform["accuracy"]
+  assert ame["nll"] == pytest.approx(uniform["nll"], abs=1e-4)
+  greedy = results["greedy_ensemble"]
+  assert greedy["members"] and greedy["val_accuracy"] >= max(
+      m["accuracy"] for m in results["val"]["members"])
+  assert "greedy ensemble (" in report.table(results)
   assert len(u["size_curve_calibrated_nll"]) == 3
   # A Local DE is its own DEE reference: its one-member point is worth exactly one member.
   assert results["dee"]["size_curve"][0] == 1.0
