@@ -78,15 +78,14 @@ def _check_batch(batch_size: int, num_examples: int, field: str, what: str) -> N
 
 def import_checkpoints(config, data: TransferData) -> dict[str, Any]:
   """Stacked variables of the pre-trained files ``pretrain.checkpoint`` names (as many as the
-  method needs, or ``pretrain.num_checkpoints`` if more: the sweep's Global DE), converted from torchvision layout and checked against ``config.model`` and the
-  data's channels. Their classifiers are dropped: every member gets a fresh head."""
-  needed = max(methods.checkpoints_needed(config.method, config.num_members),
-               config.pretrain.num_checkpoints)
+  method needs, or ``pretrain.num_checkpoints`` if more: the sweep's Global DE), converted from
+  torchvision layout and checked against ``config.model`` and the data's channels. Their classifiers are dropped: every member gets a fresh head."""
+  needed = configlib.checkpoints_required(config)
   files = weights.checkpoint_files(config.pretrain.checkpoint)
   if len(files) < needed:
     raise ValueError(f"method={config.method!r} needs {needed} pre-trained checkpoints; "
                      f"pretrain.checkpoint names {len(files)}.")
-  model = models.build_model(config.model, max(1, data.num_target_classes))
+  model = models.build_model(config.model, data.num_target_classes)
   loaded = []
   for path in files[:needed]:
     t = time.perf_counter()
@@ -307,8 +306,7 @@ def evaluate(config, data: TransferData, ens: Ensemble) -> dict[str, Any]:
                                            None if ood is None else mean(ood), bins,
                                            probs["test"], ood),
       "size_curve_calibrated_nll": [
-          uncertainty.calibrated(metrics.nll_summary, mean(probs["val"][:k]), val_y,
-                                 mean(probs["test"][:k]), test_y)["nll"]
+          uncertainty.calibrated_nll(mean(probs["val"][:k]), val_y, mean(probs["test"][:k]), test_y)
           for k in range(1, ens.num_members + 1)]}
   chosen, val_acc = soups.greedy_ensemble(probs["val"], val_y)
   results["greedy_ensemble"] = {

@@ -101,6 +101,13 @@ def base_config() -> ml_collections.ConfigDict:
   return c
 
 
+def checkpoints_required(config) -> int:
+  """Pre-trained checkpoints a run reads: the method's need, or ``pretrain.num_checkpoints`` if
+  more (the sweep's Global DE)."""
+  return max(methods.checkpoints_needed(config.method, config.num_members),
+             config.pretrain.num_checkpoints)
+
+
 def validate(config: ml_collections.ConfigDict, data_given: bool = False) -> None:
   """Raises ``ValueError`` naming the field and a fix for the first bad value found.
 
@@ -161,22 +168,19 @@ def validate(config: ml_collections.ConfigDict, data_given: bool = False) -> Non
   need(config.model.stem in ("",) + models.STEMS,
        f"model.stem={config.model.stem!r}; use '' (the model's own), 'imagenet' or 'cifar'.")
   whole_dataset = config.data.target not in ("", "split")
-  if data_given:
-    pass
-  elif whole_dataset:
+  if whole_dataset and not data_given:
     name = config.data.target.partition(":")[0]
     need(name in sources.SOURCES,
          f"data.target={config.data.target!r}: unknown source {name!r}; use 'split' or one of "
          f"{sorted(sources.SOURCES)} as 'NAME:LOCATION' (e.g. 'tfds:cifar100', "
          "'folder:/data/pets', 'npz:arrays.npz').")
-  else:
+  elif not data_given:
     need(config.data.target_train_per_class > 0,
          "data.target_train_per_class=0 (all images) works only for a whole-dataset data.target; "
          "the class split needs a positive count.")
   if config.pretrain.checkpoint:
     files = weights.checkpoint_files(config.pretrain.checkpoint)  # raises for missing files
-    needed = max(methods.checkpoints_needed(config.method, config.num_members),
-                 config.pretrain.num_checkpoints)
+    needed = checkpoints_required(config)
     need(len(files) >= needed,
          f"method={config.method!r} with num_members={config.num_members} needs {needed} "
          f"pre-trained checkpoints; pretrain.checkpoint names {len(files)} ({files}). Give "

@@ -69,10 +69,6 @@ def kl_to_ensemble(member_probs) -> float:
   return float(kl.mean())
 
 
-def nll_summary(probs, labels) -> dict[str, float]:
-  return {"nll": nll(probs, labels)}
-
-
 def summary(probs, labels, num_bins: int = 15) -> dict[str, float]:
   """Accuracy, NLL, ECE and Brier score of one model's probabilities ``[N, C]``."""
   return {"accuracy": accuracy(probs, labels), "nll": nll(probs, labels),

@@ -118,13 +118,14 @@ def evaluate_seed(config, data: TransferData, model, variables, plan: methods.Sw
   test_y, val_y = data.target_test.labels, data.target_val.labels
 
   def cal_nll(ids) -> float:  # T fitted on the validation slice, NLL on the test set
-    return uncertainty.calibrated(metrics.nll_summary, metrics.ensemble(val[ids]), val_y,
-                                  metrics.ensemble(test[ids]), test_y)["nll"]
+    return uncertainty.calibrated_nll(metrics.ensemble(val[ids]), val_y,
+                                      metrics.ensemble(test[ids]), test_y)
 
   local_ids = plan.ensembles[("local_de", None, None)]
   reference = [cal_nll(local_ids[:l]) for l in range(1, len(local_ids) + 1)]
   for (method, r, cr), ids in plan.ensembles.items():
     labels = data.target_test.labels
+    ens_cal_nll = cal_nll(ids)
     report_ = metrics.ensemble_report(test[ids], labels, c.eval.ece_bins)
     ens = api.Ensemble(model, members.take(variables, ids), [str(i) for i in ids], [])
     val_acc = [metrics.accuracy(p, data.target_val.labels) for p in val[ids]]
@@ -135,8 +136,8 @@ def evaluate_seed(config, data: TransferData, model, variables, plan: methods.Sw
         "seed": seed, "method": method, "lr_ratio": r, "cycle_ratio": cr,
         "ensemble_accuracy": report_["ensemble"]["accuracy"],
         "ensemble_nll": report_["ensemble"]["nll"], "ensemble_ece": report_["ensemble"]["ece"],
-        "ensemble_cal_nll": cal_nll(ids),
-        "dee": uncertainty.deep_ensemble_equivalent(cal_nll(ids), reference),
+        "ensemble_cal_nll": ens_cal_nll,
+        "dee": uncertainty.deep_ensemble_equivalent(ens_cal_nll, reference),
         "member_accuracy": float(np.mean([m["accuracy"] for m in report_["members"]])),
         "member_nll": float(np.mean([m["nll"] for m in report_["members"]])),
         "disagreement": report_["diversity"]["disagreement"],

@@ -276,7 +276,8 @@ def run_phase(trainer: Trainer, states: State, member_seeds: np.ndarray, split: 
         k = len(keep)
         step_fn, mesh = trainer.step_for(k, batch_size)
         states, seeds = _place(mesh, states, jnp.asarray(member_seeds, jnp.int32))
-        feed = _Feed(split, trainer.placement, mesh)
+        if mesh != feed.mesh:  # the data moves only if the mesh changed
+          feed = _Feed(split, trainer.placement, mesh)
         orders.clear()
         batch = feed(batch_indices(t + 1)) if t + 1 < num_steps else None
       _check_finite(metrics["loss"], name, t, ids)

@@ -24,6 +24,8 @@ import math
 
 import numpy as np
 
+from starsse_jax import metrics
+
 _EPS = 1e-12
 
 
@@ -75,6 +77,12 @@ def calibrated(summary_fn, fit_probs, fit_labels, eval_probs, eval_labels) -> di
   ``(fit_probs, fit_labels)``, with the temperature."""
   t = fit_temperature(fit_probs, fit_labels)
   return {"temperature": t, **summary_fn(apply_temperature(eval_probs, t), eval_labels)}
+
+
+def calibrated_nll(fit_probs, fit_labels, eval_probs, eval_labels) -> float:
+  """NLL of ``eval_probs`` at the temperature fitted on ``(fit_probs, fit_labels)``."""
+  t = fit_temperature(fit_probs, fit_labels)
+  return metrics.nll(apply_temperature(eval_probs, t), eval_labels)
 
 
 def test_split_calibrated(summary_fn, probs, labels, repeats: int = 5, seed: int = 0) -> dict:
@@ -239,8 +247,6 @@ def model_report(test, test_labels, val=None, val_labels=None, ood=None, num_bin
   For an ensemble, pass the averaged probabilities and ``test_members`` / ``ood_members``
   ``[K, N, C]`` (mutual information needs the members).
   """
-  from starsse_jax import metrics  # pylint: disable=g-import-not-at-top
-
   summary = lambda p, y: metrics.summary(p, y, num_bins)
   out = {"selective": selective_report(test, test_labels),
          "calibrated_test_split": test_split_calibrated(summary, test, test_labels)}

@@ -1,5 +1,4 @@
 """Target data from any source: TFDS (all classes), image folders, .npz, arrays; host or device."""
-import gzip
 import os
 
 import jax
@@ -9,7 +8,7 @@ import tensorflow_datasets as tfds
 from PIL import Image
 
 from conftest import FASHION_DIR, synthetic_transfer, tiny_config
-from starsse_jax import api, data, sources, train, weights
+from starsse_jax import api, data, sources, train
 from starsse_jax.sources import image_folder, tfds_source
 
 

@@ -25,6 +25,12 @@ class DatasetError(ValueError):
   names the file and the fix."""
 
 
+def thread_map(fn, items) -> list:
+  """``[fn(x) for x in items]`` on threads: PIL releases the GIL while decoding and resizing."""
+  with concurrent.futures.ThreadPoolExecutor(max(1, min(16, os.cpu_count() or 1))) as pool:
+    return list(pool.map(fn, items))
+
+
 def fit_size(image: np.ndarray, size: int) -> np.ndarray:
   """uint8 ``[H, W, C]`` -> ``[size, size, C]``: shorter side resized to ``size`` (bilinear,
   antialiased), then the centre square cropped (torchvision's ``Resize`` + ``CenterCrop``)."""
@@ -46,9 +52,8 @@ def stack_images(images: list[np.ndarray], stored_size: int, where: str) -> np.n
   """One uint8 ``[N, H, W, C]`` array of ``images`` (each ``[H, W]`` or ``[H, W, C]``), resized
   to ``stored_size`` when it is > 0; otherwise all images must share one size."""
   images = [im[..., None] if im.ndim == 2 else im for im in images]
-  if stored_size:  # PIL releases the GIL while resizing: threads scale
-    with concurrent.futures.ThreadPoolExecutor(max(1, min(16, os.cpu_count() or 1))) as pool:
-      images = list(pool.map(lambda im: fit_size(np.asarray(im, np.uint8), stored_size), images))
+  if stored_size:
+    images = thread_map(lambda im: fit_size(np.asarray(im, np.uint8), stored_size), images)
   shapes = {im.shape for im in images}
   if len(shapes) > 1:
     raise DatasetError(f"{where}: images have different sizes ({sorted(shapes)[:3]}...); set "

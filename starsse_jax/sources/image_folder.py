@@ -8,14 +8,14 @@ modification times, and the size. Classes are the sorted names of ``train``'s su
 """
 from __future__ import annotations
 
-import concurrent.futures
 import hashlib
 import logging
 import os
 
 import numpy as np
 
-from starsse_jax.sources.common import DatasetError, DatasetNotFoundError, Split, stack_images
+from starsse_jax.sources.common import (DatasetError, DatasetNotFoundError, Split, stack_images,
+                                        thread_map)
 
 EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".gif", ".tif", ".tiff")
 CACHE_DIR = os.path.join(os.path.expanduser("~"), ".cache", "starsse_jax")
@@ -44,8 +44,7 @@ def _decode(path: str) -> np.ndarray | str:
 
 
 def _decode_all(files: list[str], stored_size: int, where: str) -> np.ndarray:
-  with concurrent.futures.ThreadPoolExecutor(max(1, min(16, os.cpu_count() or 1))) as pool:
-    decoded = list(pool.map(_decode, files))
+  decoded = thread_map(_decode, files)
   bad = [d for d in decoded if isinstance(d, str)]
   if bad:
     raise DatasetError(f"{where}: {len(bad)} image(s) cannot be decoded, e.g. {bad[:3]}. Remove "

@@ -20,7 +20,6 @@ from typing import Any
 import jax
 import numpy as np
 
-from starsse_jax import models
 from starsse_jax.weights import formats, resnet_layout
 from starsse_jax.weights.errors import UnreadableWeightsError, WeightsError
 from starsse_jax.weights.formats import read_state_dict, write_state_dict
@@ -114,8 +113,8 @@ def to_flax(state_dict: dict[str, np.ndarray], model, path: str = "",
     if key not in expected:
       continue
     c, p, leaf = expected[key]
-    want = resnet_layout.to_torch(p[-1], np.zeros(leaf.shape, np.int8)).shape
-    if tuple(value.shape) != tuple(want):
+    want = resnet_layout.torch_shape(p[-1], leaf.shape)
+    if tuple(value.shape) != want:
       raise WeightsError(f"{path}: {key} has shape {tuple(value.shape)} in the checkpoint but the "
                          f"model needs {tuple(want)}: the file holds {holds}, the model is "
                          f"{_model_name(model)}. {fix}")

@@ -37,6 +37,13 @@ def to_torch(leaf_name: str, array: np.ndarray) -> np.ndarray:
   return array.transpose(3, 2, 0, 1) if array.ndim == 4 else array.T
 
 
+def torch_shape(leaf_name: str, shape: tuple[int, ...]) -> tuple[int, ...]:
+  """The shape a Flax leaf of ``shape`` has in torch's layout."""
+  if leaf_name != "kernel":
+    return tuple(shape)
+  return (shape[3], shape[2], shape[0], shape[1]) if len(shape) == 4 else tuple(shape[::-1])
+
+
 def from_torch(leaf_name: str, array: np.ndarray) -> np.ndarray:
   """A torch tensor's value in the layout of Flax leaf ``leaf_name``."""
   if leaf_name != "kernel":
