@@ -25,8 +25,8 @@ import jax
 import numpy as np
 import optax
 
-from starsse_jax import (basin, checkpoint, configlib, inference, members, methods, metrics,
-                         models, report, resume, soups, train, uncertainty, weights)
+from starsse_jax import (basin, checkpoint, configlib, inference, low_precision, members, methods,
+                         metrics, models, report, resume, soups, train, uncertainty, weights)
 from starsse_jax import data as data_lib
 from starsse_jax.data import TransferData, from_arrays, load_transfer_data
 
@@ -135,7 +135,9 @@ def pretrain(config, data: TransferData, workdir: str | None = None, writer=None
     raise ValueError("This data has no source task to pre-train on (a whole-dataset target): set "
                      "pretrain.checkpoint to the pre-trained weights to fine-tune from.")
   directory = _own_checkpoint_dir(config, workdir)
-  model = models.build_model(config.model, data.num_source_classes)
+  # Dropout is a fine-tuning choice (MC-dropout): pre-training is the same for every method.
+  model = models.build_model(config.model, data.num_source_classes).clone(
+      dropout_rate=0.0, block_dropout_rate=0.0)
   trainer = _trainer(config, model, data, config.pretrain)
   expected = trainer.init_variables(0, data.image_shape)  # at the training resolution
   needed = config.pretrain.num_checkpoints
@@ -187,7 +189,10 @@ def finetune(config, data: TransferData, pretrained: dict[str, Any], writer=None
   budget = methods.Budget(
       num_members=config.num_members, steps_per_epoch=len(data.target_train) // ft.batch_size,
       epochs=ft.epochs, lr=ft.lr, lr_ratio=ft.lr_ratio, cycle_ratio=ft.cycle_ratio,
-      fge_cycle_epochs=ft.fge_cycle_epochs, fge_lr_1=ft.fge_lr_1, fge_lr_2=ft.fge_lr_2)
+      fge_cycle_epochs=ft.fge_cycle_epochs, fge_lr_1=ft.fge_lr_1, fge_lr_2=ft.fge_lr_2,
+      swa_epochs=ft.swa_epochs, swa_lr=ft.swa_lr, swa_lr_min=ft.swa_lr_min,
+      swa_schedule=ft.swa_schedule, swa_start=ft.swa_start,
+      swa_collect_every=ft.swa_collect_every)
   plan = methods.build_plan(config.method, budget)
   model = models.build_model(config.model, data.num_target_classes)
   trainer = _trainer(config, model, data, ft)
@@ -208,22 +213,60 @@ def finetune(config, data: TransferData, pretrained: dict[str, Any], writer=None
                   names, phase_info)
 
 
-def _predict(config, data: TransferData, model, variables, images) -> np.ndarray:
+def _predict(config, data: TransferData, model, variables, images,
+             passes: int = 0) -> np.ndarray:
   return inference.predict(model, variables, images, data.mean, data.std, config.eval.batch_size,
-                           config.execution.member_strategy, config.data.image_size)
+                           config.execution.member_strategy, config.data.image_size,
+                           passes=passes, seed=config.seed)
 
 
-def _ame_optimizer(config):
-  name, lr = config.eval.ame_optimizer, config.eval.ame_lr
-  if name == "sgd":
-    return None  # step 1 / i: soups.ame_soup's default
-  return {"adam": optax.adam, "adagrad": optax.adagrad}[name](lr)
+def mc_passes(config, model) -> int:
+  """Stochastic test passes per member: ``eval.mc_samples`` for a model with dropout, else 0."""
+  has_dropout = model.dropout_rate > 0 or model.block_dropout_rate > 0
+  return config.eval.mc_samples if has_dropout else 0
+
+
+def _ame_optimizers(config) -> dict[str, Any]:
+  """``eval.ame_optimizer`` ('adam', or several separated by commas) -> {name: optimiser}."""
+  names = [n.strip() for n in config.eval.ame_optimizer.split(",") if n.strip()]
+  make = {"sgd": lambda lr: None,  # step 1 / i: soups.ame_soup's default
+          "adam": optax.adam, "adagrad": optax.adagrad}
+  return {name: make[name](config.eval.ame_lr) for name in names}
+
+
+def _recompute_fn(config, data: TransferData, model):
+  """``(stacked params, template stats) -> BatchNorm statistics on the target training images``."""
+  return lambda params, stats: inference.recompute_batch_stats(
+      model, params, stats, data.target_train.images, data.mean, data.std,
+      config.eval.bn_batch_size, config.execution.member_strategy, config.data.image_size)
+
+
+def _learned_soup(config, data: TransferData, ens: Ensemble):
+  """The learned soup's parameters and mixing report. While the mixing is learned, BatchNorm
+  normalises each validation batch by its own statistics (train mode): the members' running
+  statistics do not describe a weight mixture, and the mixture changes every step. The final
+  soup's statistics are recomputed on the training images like every soup's."""
+  template = members.take(ens.variables["batch_stats"], 0)
+  model = ens.model
+
+  def logits_fn(params, images):
+    x = data_lib.normalize(data_lib.eval_view(images, config.data.image_size), data.mean,
+                           data.std)
+    logits, _ = model.apply({"params": params, "batch_stats": template}, x, train=True,
+                            stochastic=False, mutable=["batch_stats"])
+    return logits.astype(np.float32)
+
+  return soups.learned_soup(ens.variables["params"], logits_fn, data.target_val.images,
+                            data.target_val.labels, epochs=config.eval.learned_soup_epochs,
+                            batch_size=config.eval.learned_soup_batch_size,
+                            lr=config.eval.learned_soup_lr, seed=config.seed)
 
 
 def make_soups(config, data: TransferData, ens: Ensemble,
                member_val_accuracy: list[float] | None = None) -> dict[str, Any]:
-  """Uniform and greedy soups (and AME with ``eval.ame_optimizer``); BatchNorm statistics
-  recomputed on the target training images.
+  """Uniform, greedy and learned soups (and AME with ``eval.ame_optimizer``); BatchNorm statistics
+  recomputed on the target training images. The learned soup's probabilities include its learned
+  logit scale.
 
   ``member_val_accuracy`` (each member's validation accuracy, which ``evaluate`` already has)
   sets the greedy order; it is computed when not given.
@@ -231,12 +274,11 @@ def make_soups(config, data: TransferData, ens: Ensemble,
   params = ens.variables["params"]
   template = members.take(ens.variables["batch_stats"], [0])
 
+  recompute = _recompute_fn(config, data, ens.model)
+
   def finish(soup_params) -> dict[str, Any]:
     stacked = members.broadcast(soup_params, 1)
-    stats = inference.recompute_batch_stats(
-        ens.model, stacked, template, data.target_train.images, data.mean, data.std,
-        config.eval.bn_batch_size, config.execution.member_strategy, config.data.image_size)
-    return {"params": stacked, "batch_stats": stats}
+    return {"params": stacked, "batch_stats": recompute(stacked, template)}
 
   def accuracy(variables, split) -> float:
     probs = _predict(config, data, ens.model, variables, split.images)
@@ -249,22 +291,30 @@ def make_soups(config, data: TransferData, ens: Ensemble,
   greedy, chosen, _ = soups.greedy_soup(params, member_val_accuracy,
                                         lambda p: accuracy(finish(p), data.target_val))
   everyone = list(range(ens.num_members))
-  made = [("uniform", soups.uniform_soup(params), everyone), ("greedy", greedy, chosen)]
-  if config.eval.ame_optimizer:
-    made.append(("ame", soups.ame_soup(params, _ame_optimizer(config), config.eval.ame_passes),
-                 everyone))
+  made = [("uniform", soups.uniform_soup(params), everyone, {}), ("greedy", greedy, chosen, {})]
+  if config.eval.learned_soup:
+    learned, mixing = _learned_soup(config, data, ens)
+    made.append(("learned", learned, everyone, mixing))
+  optimizers = _ame_optimizers(config)
+  for opt_name, optimizer in optimizers.items():
+    made.append(("ame" if len(optimizers) == 1 else f"ame_{opt_name}",
+                 soups.ame_soup(params, optimizer, config.eval.ame_passes), everyone,
+                 {"optimizer": opt_name}))
   out = {}
-  for name, soup_params, used in made:
+  for name, soup_params, used, info in made:
     variables = finish(soup_params)
-    test = _predict(config, data, ens.model, variables, data.target_test.images)[0]
-    val = _predict(config, data, ens.model, variables, data.target_val.images)[0]
-    out[name] = {"members": used, "test": metrics.summary(test, data.target_test.labels,
-                                                          config.eval.ece_bins),
+    # The learned logit scale beta: softmax(beta z) is softmax(log p / T) at T = 1 / beta.
+    scaled = ((lambda p: uncertainty.apply_temperature(p, 1.0 / info["scale"]))
+              if "scale" in info else (lambda p: p))
+    predict = lambda images, v=variables, f=scaled: f(_predict(config, data, ens.model, v,
+                                                               images)[0])
+    test, val = predict(data.target_test.images), predict(data.target_val.images)
+    out[name] = {"members": used, **info,
+                 "test": metrics.summary(test, data.target_test.labels, config.eval.ece_bins),
                  "val_accuracy": metrics.accuracy(val, data.target_val.labels),
                  "uncertainty": uncertainty.model_report(
                      test, data.target_test.labels, val, data.target_val.labels,
-                     None if ood is None else
-                     _predict(config, data, ens.model, variables, ood)[0], config.eval.ece_bins),
+                     None if ood is None else predict(ood), config.eval.ece_bins),
                  "probs": test, "variables": variables}
   return out
 
@@ -287,27 +337,32 @@ def _dee_reference(config, results: dict[str, Any]) -> list[float] | None:
 def evaluate(config, data: TransferData, ens: Ensemble) -> dict[str, Any]:
   """Test and validation metrics of members, ensemble (sizes 1..K) and soups (JSON-ready), with
   calibrated metrics, DEE, OOD detection and selective prediction (``uncertainty``)."""
-  results = {"method": config.method, "member_names": ens.member_names}
+  passes = mc_passes(config, ens.model)
+  names = ens.member_names if not passes else [
+      f"{name} pass {s}" for name in ens.member_names for s in range(passes)]
+  results = {"method": config.method, "member_names": names}
+  if passes:
+    results["mc_dropout"] = {"passes": passes, "models": ens.member_names}
+  predict = lambda images: _predict(config, data, ens.model, ens.variables, images, passes)
   probs = {}
   for split in ("test", "val"):
     s = getattr(data, f"target_{split}")
-    probs[split] = _predict(config, data, ens.model, ens.variables, s.images)
+    probs[split] = predict(s.images)
     results[split] = metrics.ensemble_report(probs[split], s.labels, config.eval.ece_bins)
   test_y, val_y, bins = data.target_test.labels, data.target_val.labels, config.eval.ece_bins
-  ood = (None if data.ood is None else
-         _predict(config, data, ens.model, ens.variables, data.ood.images))
+  ood = None if data.ood is None else predict(data.ood.images)
   mean = metrics.ensemble
   results["uncertainty"] = {
       "ood_set": data.ood_name if ood is not None else None,
       "members": [uncertainty.model_report(probs["test"][k], test_y, probs["val"][k], val_y,
                                            None if ood is None else ood[k], bins)
-                  for k in range(ens.num_members)],
+                  for k in range(len(names))],
       "ensemble": uncertainty.model_report(mean(probs["test"]), test_y, mean(probs["val"]), val_y,
                                            None if ood is None else mean(ood), bins,
                                            probs["test"], ood),
       "size_curve_calibrated_nll": [
           uncertainty.calibrated_nll(mean(probs["val"][:k]), val_y, mean(probs["test"][:k]), test_y)
-          for k in range(1, ens.num_members + 1)]}
+          for k in range(1, len(names) + 1)]}
   chosen, val_acc = soups.greedy_ensemble(probs["val"], val_y)
   results["greedy_ensemble"] = {
       "members": chosen, "val_accuracy": val_acc,
@@ -318,11 +373,19 @@ def evaluate(config, data: TransferData, ens: Ensemble) -> dict[str, Any]:
           None if ood is None else ood[chosen])}
   curves = {"member 0": probs["test"][0], "ensemble": mean(probs["test"])}
   if config.eval.soups:
-    val_accuracy = [m["accuracy"] for m in results["val"]["members"]]
+    val_accuracy = None if passes else [m["accuracy"] for m in results["val"]["members"]]
     made = make_soups(config, data, ens, val_accuracy)
     results["soups"] = {name: {k: v for k, v in soup.items() if k not in ("variables", "probs")}
                         for name, soup in made.items()}
     curves["uniform soup"] = made["uniform"]["probs"]
+  if config.eval.low_precision_bits:
+    results["low_precision"] = low_precision.evaluate(
+        ens.variables["params"], ens.variables["batch_stats"],
+        lambda variables, images: _predict(config, data, ens.model, variables, images),
+        _recompute_fn(config, data, ens.model),
+        (data.target_test.images, test_y), (data.target_val.images, val_y),
+        tuple(config.eval.low_precision_bits), config.eval.low_precision_samples, config.seed,
+        config.eval.low_precision_scale == "channel", bins)
   reference = _dee_reference(config, results)
   if reference is not None:
     dee = lambda report: uncertainty.deep_ensemble_equivalent(report["calibrated"]["nll"],

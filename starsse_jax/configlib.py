@@ -45,6 +45,8 @@ def base_config() -> ml_collections.ConfigDict:
   c.model.dtype = "float32"
   c.model.bn_momentum = 0.9
   c.model.stem = ""  # '' = per model (resnet_small: 'cifar', resnetNN: 'imagenet'), or either
+  c.model.dropout_rate = 0.0  # dropout before the head in fine-tuning (MC-dropout); 0 = none
+  c.model.block_dropout_rate = 0.0  # dropout inside every residual block; 0 = none
 
   c.pretrain = ml_collections.ConfigDict()
   # Pre-trained weights from elsewhere (torchvision/timm ResNet layout): a file, several files
@@ -74,6 +76,15 @@ def base_config() -> ml_collections.ConfigDict:
   c.finetune.fge_cycle_epochs = 4
   c.finetune.fge_lr_1 = 0.01
   c.finetune.fge_lr_2 = 1e-4
+  # SWA (method 'swa'): from the fine-tuned model, swa_epochs at a constant swa_lr ('constant') or
+  # a sawtooth swa_lr -> swa_lr_min per collection period ('cyclic'); weights averaged every
+  # swa_collect_every epochs after swa_start epochs.
+  c.finetune.swa_epochs = 20.0  # = E: one SWA run costs one StarSSE branch
+  c.finetune.swa_lr = 0.01
+  c.finetune.swa_lr_min = 1e-4
+  c.finetune.swa_schedule = "constant"
+  c.finetune.swa_start = 0.0
+  c.finetune.swa_collect_every = 1.0
 
   c.eval = ml_collections.ConfigDict()
   c.eval.batch_size = 500
@@ -86,9 +97,22 @@ def base_config() -> ml_collections.ConfigDict:
   c.eval.soups = True
   # AME soup (data-free averaging by an optimiser): '' (off), 'sgd' (step 1/i: the uniform soup),
   # 'adam' or 'adagrad' at eval.ame_lr, eval.ame_passes passes through the members.
+  # Several, separated by commas ('sgd,adam,adagrad'), give one soup each (ame_sgd, ...).
   c.eval.ame_optimizer = ""
   c.eval.ame_lr = 0.1
   c.eval.ame_passes = 3
+  # Learned soup (per-tensor mixing weights + logit scale, AdamW on the validation slice).
+  c.eval.learned_soup = True
+  c.eval.learned_soup_epochs = 5
+  c.eval.learned_soup_lr = 0.05
+  c.eval.learned_soup_batch_size = 256
+  # MC-dropout: stochastic test passes per member of a model with dropout (0 = dropout off).
+  c.eval.mc_samples = 0
+  # Low-precision ensembles: bit widths to evaluate (() = off), draws per model, grid scale
+  # ('channel': one per output channel, 'tensor': one per tensor).
+  c.eval.low_precision_bits = ()
+  c.eval.low_precision_samples = 5
+  c.eval.low_precision_scale = "channel"
   c.eval.bn_batch_size = 100
   c.eval.basin = False  # interpolation curves and distances (adds minutes on a CPU)
   c.eval.basin_points = 11
@@ -160,9 +184,45 @@ def validate(config: ml_collections.ConfigDict, data_given: bool = False) -> Non
   for name in ("pretrain.momentum", "finetune.momentum"):
     value = config[name.split(".")[0]][name.split(".")[1]]
     need(0 <= value < 1, f"{name}={value!r} must lie in [0, 1).")
-  need(config.eval.ame_optimizer in ("", "sgd", "adam", "adagrad"),
-       f"eval.ame_optimizer={config.eval.ame_optimizer!r}; use '' (off), 'sgd', 'adam' or "
-       "'adagrad'.")
+  ame = [n.strip() for n in config.eval.ame_optimizer.split(",") if n.strip()]
+  need(all(n in ("sgd", "adam", "adagrad") for n in ame) and len(set(ame)) == len(ame),
+       f"eval.ame_optimizer={config.eval.ame_optimizer!r}; use '' (off), or 'sgd', 'adam', "
+       "'adagrad' (several separated by commas, each once).")
+  for name in ("dropout_rate", "block_dropout_rate"):
+    need(0 <= config.model[name] < 1, f"model.{name}={config.model[name]!r} must lie in [0, 1).")
+  dropout = config.model.dropout_rate > 0 or config.model.block_dropout_rate > 0
+  need(config.eval.mc_samples >= 0,
+       f"eval.mc_samples={config.eval.mc_samples!r}; use 0 (off) or a number of passes.")
+  if config.method == "mc_dropout":
+    need(dropout, "method='mc_dropout' needs dropout: set model.dropout_rate (e.g. 0.2) and/or "
+         "model.block_dropout_rate.")
+    need(config.eval.mc_samples >= 2,
+         f"method='mc_dropout' needs eval.mc_samples >= 2 stochastic passes, got "
+         f"{config.eval.mc_samples}.")
+  if config.method == "swa":
+    ft = config.finetune
+    need(config.num_members >= 2, "method='swa' needs num_members >= 2: the fine-tuned model and "
+         "at least one SWA run from it.")
+    need(ft.swa_schedule in ("constant", "cyclic"),
+         f"finetune.swa_schedule={ft.swa_schedule!r}; use 'constant' or 'cyclic'.")
+    for name in ("swa_epochs", "swa_lr", "swa_collect_every"):
+      need(ft[name] > 0, f"finetune.{name}={ft[name]!r} must be positive.")
+    need(ft.swa_start >= 0 and ft.swa_lr_min >= 0,
+         "finetune.swa_start and finetune.swa_lr_min must not be negative.")
+    need(ft.swa_start + ft.swa_collect_every <= ft.swa_epochs,
+         f"finetune.swa_start + swa_collect_every = {ft.swa_start + ft.swa_collect_every:g} epochs "
+         f"is past the SWA phase's swa_epochs={ft.swa_epochs:g}: nothing would be averaged.")
+  need(all(isinstance(b, int) and 2 <= b <= 16 for b in config.eval.low_precision_bits),
+       f"eval.low_precision_bits={tuple(config.eval.low_precision_bits)!r}; use integers "
+       "from 2 to 16, e.g. (4, 5, 6), or () for none.")
+  need(config.eval.low_precision_samples >= 1,
+       f"eval.low_precision_samples={config.eval.low_precision_samples!r} must be at least 1.")
+  need(config.eval.low_precision_scale in ("channel", "tensor"),
+       f"eval.low_precision_scale={config.eval.low_precision_scale!r}; use 'channel' or 'tensor'.")
+  need(config.eval.learned_soup_epochs >= 0 and config.eval.learned_soup_lr > 0 and
+       config.eval.learned_soup_batch_size > 0,
+       "eval.learned_soup_epochs must not be negative; learned_soup_lr and "
+       "learned_soup_batch_size must be positive.")
   need(config.data.placement in ("auto", "device", "host"),
        f"data.placement={config.data.placement!r}; use 'auto', 'device' or 'host'.")
   need(config.model.stem in ("",) + models.STEMS,

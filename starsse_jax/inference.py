@@ -8,17 +8,22 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from starsse_jax import data as data_lib, members
+from starsse_jax import data as data_lib, members, models
 
 
 @functools.lru_cache(maxsize=None)
-def _predict_fn(model, strategy: str, image_size: int):
+def _predict_fn(model, strategy: str, image_size: int, stochastic: bool):
 
   @jax.jit
-  def predict(variables, images, mean, std):
+  def predict(variables, images, mean, std, keys):
     x = data_lib.normalize(data_lib.eval_view(images, image_size), mean, std)
-    one = lambda v: jax.nn.softmax(model.apply(v, x, train=False).astype(jnp.float32))
-    return members.member_map(one, strategy)(variables)
+
+    def one(v, key):
+      rngs = {models.DROPOUT: key} if stochastic else {}
+      logits = model.apply(v, x, train=False, stochastic=stochastic, rngs=rngs)
+      return jax.nn.softmax(logits.astype(jnp.float32))
+
+    return members.member_map(one, strategy)(variables, keys)
 
   return predict
 
@@ -34,14 +39,29 @@ def _batches(images: np.ndarray, batch_size: int):
 
 
 def predict(model, variables: dict[str, Any], images: np.ndarray, mean, std,
-            batch_size: int = 500, strategy: str = "auto", image_size: int = 0) -> np.ndarray:
-  """Softmax probabilities ``[K, N, C]`` of stacked ``{'params', 'batch_stats'}`` in eval mode."""
-  fn = _predict_fn(model, strategy, image_size)
+            batch_size: int = 500, strategy: str = "auto", image_size: int = 0,
+            passes: int = 0, seed: int = 0) -> np.ndarray:
+  """Softmax probabilities ``[K, N, C]`` of stacked ``{'params', 'batch_stats'}`` in eval mode.
+
+  ``passes`` = S > 0: MC-dropout, S stochastic passes per member with dropout on (BatchNorm still
+  uses running statistics), ``[K * S, N, C]`` member-major (pass s of member k at ``k * S + s``);
+  the masks are seeded by ``seed``, pass, batch and member.
+  """
+  stochastic = passes > 0
+  fn = _predict_fn(model, strategy, image_size, stochastic)
   variables = {"params": variables["params"], "batch_stats": variables["batch_stats"]}
+  k = members.num_members(variables)
   batch_size = min(batch_size, len(images))
-  out = [np.asarray(fn(variables, jnp.asarray(b), mean, std))[:, :n]
-         for b, n in _batches(images, batch_size)]
-  return np.concatenate(out, axis=1)
+  root = jax.random.key(seed)
+  out = []
+  for s in range(max(passes, 1)):
+    pass_out = []
+    for start, (b, n) in enumerate(_batches(images, batch_size)):
+      keys = jax.random.split(jax.random.fold_in(jax.random.fold_in(root, s), start), k)
+      pass_out.append(np.asarray(fn(variables, jnp.asarray(b), mean, std, keys))[:, :n])
+    out.append(np.concatenate(pass_out, axis=1))
+  probs = np.stack(out, axis=1)  # [K, S, N, C]
+  return probs.reshape((-1,) + probs.shape[2:])
 
 
 @functools.lru_cache(maxsize=None)
@@ -54,7 +74,7 @@ def _batch_stats_fn(model, strategy: str, image_size: int):
     x = data_lib.normalize(data_lib.eval_view(images, image_size), mean, std)
 
     def one(p, bs):
-      _, upd = fresh.apply({"params": p, "batch_stats": bs}, x, train=True,
+      _, upd = fresh.apply({"params": p, "batch_stats": bs}, x, train=True, stochastic=False,
                            mutable=["batch_stats"])
       return upd["batch_stats"]
 

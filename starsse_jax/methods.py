@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Callable
 
+import numpy as np
 import optax
 
 from starsse_jax import schedules
@@ -25,12 +26,26 @@ class Start:
 
 
 @dataclasses.dataclass(frozen=True)
+class Averaging:
+  """A running mean of each member's weights (SWA), collected after step ``start_step + j *
+  every_steps`` for j = 1, 2, ...; at the end of the phase the members *are* their averages."""
+  start_step: int
+  every_steps: int
+
+  def table(self, num_steps: int) -> np.ndarray:
+    """``[steps]``: 1 where the weights after that step are collected."""
+    done = np.arange(1, num_steps + 1) - self.start_step
+    return ((done > 0) & (done % self.every_steps == 0)).astype(np.float32)
+
+
+@dataclasses.dataclass(frozen=True)
 class Phase:
   name: str
   starts: tuple[Start, ...]
   schedules: tuple[optax.Schedule, ...]
   num_steps: int
   reset_optimizer: bool = True
+  average: Averaging | None = None
 
   @property
   def num_members(self) -> int:
@@ -49,6 +64,12 @@ class Budget:
   fge_cycle_epochs: int = 2
   fge_lr_1: float = 0.05
   fge_lr_2: float = 1e-4
+  swa_epochs: float = 20.0
+  swa_lr: float = 0.01
+  swa_lr_min: float = 1e-4
+  swa_schedule: str = "constant"
+  swa_start: float = 0.0  # epochs into the SWA phase before collecting starts
+  swa_collect_every: float = 1.0  # epochs
 
   def steps(self, epochs: float) -> int:
     return max(1, int(round(epochs * self.steps_per_epoch)))
@@ -110,12 +131,47 @@ def fge(b: Budget) -> list[Phase]:
   return plan
 
 
+def swa(b: Budget) -> list[Phase]:
+  """SWA (Izmailov et al. 2018) from the fine-tuned model: K-1 runs from member 1 at a constant
+  ``swa_lr`` (or a sawtooth ``swa_lr -> swa_lr_min`` per collection period, collected at its
+  end), each averaging its weights every ``swa_collect_every`` epochs after ``swa_start``; BatchNorm
+  statistics are recomputed for the averages. K = 2 is SWA alone; K > 2 gives K-1 SWA solutions
+  branching from member 1 (SWA of StarSSE-style branches), trained together.
+  """
+  n, every = b.steps(b.swa_epochs), b.steps(b.swa_collect_every)
+  start = int(round(b.swa_start * b.steps_per_epoch))
+  if b.swa_schedule == "cyclic":  # collections fall at the ends of the sawtooth's periods
+    start = -(-start // every) * every
+    lr = schedules.sawtooth(b.swa_lr, b.swa_lr_min, every)
+  elif b.swa_schedule == "constant":
+    lr = schedules.constant(b.swa_lr)
+  else:
+    raise ValueError(f"Unknown SWA schedule {b.swa_schedule!r}; use 'constant' or 'cyclic'.")
+  if start + every > n:
+    raise ValueError(f"SWA collects nothing: the first collection (epoch {b.swa_start:g} + "
+                     f"{b.swa_collect_every:g}) falls after the phase's {b.swa_epochs:g} epochs; "
+                     "lower swa_start or swa_collect_every, or raise swa_epochs.")
+  plan = [_finetune(b, [0])]
+  if b.num_members > 1:
+    plan.append(Phase("swa", (Start("member", 0),) * (b.num_members - 1),
+                      (lr,) * (b.num_members - 1), n, average=Averaging(start, every)))
+  return plan
+
+
+def mc_dropout(b: Budget) -> list[Phase]:
+  """MC-dropout: K members fine-tuned with dropout from the same checkpoint (as Local DE); the
+  ensemble is each member's ``eval.mc_samples`` stochastic test passes (``model.dropout_rate``)."""
+  return [_finetune(b, [0] * b.num_members)]
+
+
 METHODS: dict[str, Callable[[Budget], list[Phase]]] = {
     "local_de": local_de,
     "global_de": global_de,
     "sse": sse,
     "starsse": starsse,
     "fge": fge,
+    "swa": swa,
+    "mc_dropout": mc_dropout,
 }
 
 

@@ -77,19 +77,22 @@ class ResidualBlock(nn.Module):
   bottleneck: bool
   norm: Any
   dtype: Any
+  dropout_rate: float = 0.0  # after the block's first conv-BN-ReLU (wide ResNets' placement)
 
   @nn.compact
-  def __call__(self, x):
+  def __call__(self, x, stochastic: bool = False):
     conv = functools.partial(nn.Conv, use_bias=False, dtype=self.dtype)
     pad1 = [(1, 1), (1, 1)]
     s = (self.strides, self.strides)
+    drop = _dropout(self.dropout_rate, stochastic)
     if self.bottleneck:
-      y = nn.relu(self.norm(name="bn1")(conv(self.features, (1, 1), name="conv1")(x)))
+      y = drop(nn.relu(self.norm(name="bn1")(conv(self.features, (1, 1), name="conv1")(x))))
       y = nn.relu(self.norm(name="bn2")(conv(self.features, (3, 3), s, pad1, name="conv2")(y)))
       out_features, last = self.features * 4, "3"
       y = conv(out_features, (1, 1), name="conv3")(y)
     else:
-      y = nn.relu(self.norm(name="bn1")(conv(self.features, (3, 3), s, pad1, name="conv1")(x)))
+      y = conv(self.features, (3, 3), s, pad1, name="conv1")(x)
+      y = drop(nn.relu(self.norm(name="bn1")(y)))
       out_features, last = self.features, "2"
       y = conv(out_features, (3, 3), padding=pad1, name="conv2")(y)
     # Zero-init the last BN scale so each block starts as the identity (Goyal et al. 2017); only
@@ -104,6 +107,17 @@ class ResidualBlock(nn.Module):
 
 STEMS = ("imagenet", "cifar")
 
+# The PRNG stream dropout masks are drawn from (``model.apply(..., rngs={DROPOUT: key})``).
+DROPOUT = "dropout"
+
+
+def _dropout(rate: float, stochastic: bool):
+  """Dropout of ``rate`` when ``stochastic``; with rate 0 no module is created at all, so a
+  rate-0 network is the same program as one built before dropout existed."""
+  if rate <= 0:
+    return lambda x: x
+  return nn.Dropout(rate, deterministic=not stochastic, rng_collection=DROPOUT)
+
 
 class ResNet(nn.Module):
   """ResNet. ``stem='imagenet'``: torchvision's 7x7/2 conv and 3x3/2 max-pool (224 px inputs);
@@ -117,9 +131,15 @@ class ResNet(nn.Module):
   dtype: Any = jnp.float32
   # Mesh axis over which BatchNorm averages batch statistics (data parallelism inside a member).
   bn_axis_name: str | None = None
+  dropout_rate: float = 0.0  # before the head (MC-dropout)
+  block_dropout_rate: float = 0.0  # inside every residual block
 
   @nn.compact
-  def __call__(self, x, train: bool = True):
+  def __call__(self, x, train: bool = True, stochastic: bool | None = None):
+    """``train``: BatchNorm uses (and updates) batch statistics. ``stochastic``: dropout is on
+    (default: as ``train``; MC-dropout evaluation passes ``train=False, stochastic=True``).
+    With dropout on, ``apply`` needs ``rngs={'dropout': key}``."""
+    stochastic = train if stochastic is None else stochastic
     norm = functools.partial(BatchNorm, use_running_average=not train,
                              momentum=self.bn_momentum, dtype=self.dtype,
                              axis_name=self.bn_axis_name)
@@ -137,8 +157,10 @@ class ResNet(nn.Module):
     for i, blocks in enumerate(self.stage_sizes):
       for j in range(blocks):
         x = ResidualBlock(self.width * 2 ** i, 2 if (i > 0 and j == 0) else 1,
-                          self.bottleneck, norm, self.dtype, name=f"layer{i + 1}_{j}")(x)
+                          self.bottleneck, norm, self.dtype, self.block_dropout_rate,
+                          name=f"layer{i + 1}_{j}")(x, stochastic)
     x = jnp.mean(x, axis=(1, 2)).astype(jnp.float32)
+    x = _dropout(self.dropout_rate, stochastic)(x)
     return nn.Dense(self.num_classes, name=HEAD)(x)
 
 
@@ -159,7 +181,8 @@ def build_model(model_config, num_classes: int) -> ResNet:
   dtype = _DTYPES[model_config.dtype]
   stem = model_config.get("stem", "") or ("cifar" if name == "resnet_small" else "imagenet")
   common = dict(num_classes=num_classes, bn_momentum=model_config.bn_momentum, dtype=dtype,
-                stem=stem)
+                stem=stem, dropout_rate=model_config.get("dropout_rate", 0.0),
+                block_dropout_rate=model_config.get("block_dropout_rate", 0.0))
   if name == "resnet_small":
     return ResNet(stage_sizes=tuple(model_config.stage_sizes), width=model_config.width,
                   **common)

@@ -58,6 +58,33 @@ def table(results: dict[str, Any]) -> str:
   if "dee" in results:
     lines.append(f"DEE (calibrated NLL vs Local DE, {results['dee']['reference']}): ensemble "
                  f"{results['dee']['ensemble']:.2f}")
+  if "mc_dropout" in results:
+    lines.append(f"MC-dropout: members are {results['mc_dropout']['passes']} stochastic test "
+                 "passes of each model; soups use the deterministic network.")
+  if "low_precision" in results:
+    lines += ["", low_precision_table(results["low_precision"])]
+  return "\n".join(lines)
+
+
+def low_precision_table(lp: dict[str, Any]) -> str:
+  """Round-to-nearest and low-precision ensembles: memory per model beside test metrics."""
+  names = {"round_to_nearest": "round-to-nearest, member 0",
+           "lpe": "LPE of member 0", "plus_lpe": "+LPE (every member)"}
+  lines = [f"Low-precision ensembles ({lp['samples']} draws per model, scale "
+           f"{lp['scale']}; float32 model: {lp['float32_bits'] / 8e3:.1f} kB)", "",
+           "| model | bits | kB per model | BatchNorm | accuracy | nll | cal. nll | "
+           "member acc. |", "|---" * 8 + "|"]
+  for bits, entry in lp["bits"].items():
+    for key, label in names.items():
+      if key not in entry:
+        continue
+      for mode in ("bn_kept", "bn_recomputed"):
+        r = entry[key][mode]
+        lines.append(
+            f"| {label} (x{entry[key]['models']}) | {bits} | {entry['bits_per_model'] / 8e3:.1f} | "
+            f"{'recomputed' if mode == 'bn_recomputed' else 'kept'} | "
+            f"{r['test']['accuracy']:.4f} | {r['test']['nll']:.4f} | {r['calibrated_nll']:.4f} | "
+            f"{r['member_accuracy']:.4f} |")
   return "\n".join(lines)
 
 

@@ -22,6 +22,7 @@ import threading
 from typing import Any
 
 import jax
+import numpy as np
 import orbax.checkpoint as ocp
 
 from starsse_jax import checkpoint
@@ -89,7 +90,6 @@ class RunCheckpointer:
   def __init__(self, directory: str, template: Any, keep: int = 2):
     self.directory = os.path.abspath(directory)
     self.template = template  # one member's state: gives the tree structure, shapes and dtypes
-    self._treedef = jax.tree.structure(template)
     self._keep = keep
 
   def _manager(self):
@@ -99,7 +99,8 @@ class RunCheckpointer:
   def save(self, progress: Progress) -> None:
     state = {"ensemble": _flatten(progress.ensemble), "states": _flatten(progress.states)}
     meta = {"phase": progress.phase, "step": progress.step, "histories": progress.histories,
-            "ensemble_ids": list(progress.ensemble_ids), "alive": progress.alive}
+            "ensemble_ids": list(progress.ensemble_ids), "alive": progress.alive,
+            "averaging": progress.states is not None and "average" in progress.states}
     step_id = progress.phase * 10 ** 9 + progress.step  # orders checkpoints across phases
     with self._manager() as mngr:
       if step_id in mngr.all_steps():  # re-saving the same point (e.g. signal at a boundary)
@@ -108,11 +109,15 @@ class RunCheckpointer:
                                                  metadata=ocp.args.JsonSave(meta)))
       mngr.wait_until_finished()
 
-  def _unflatten(self, leaves: dict[str, Any], what: str):
+  def _unflatten(self, leaves: dict[str, Any], what: str, averaging: bool = False):
     if not leaves:
       return None
-    tree = jax.tree.unflatten(self._treedef, [leaves[k] for k in sorted(leaves)])
-    checkpoint.check_matches(self.template, tree, what, leading_axes=1)
+    template = self.template
+    if averaging:  # a weight-averaging phase also carries its running average
+      template = {**template, "average": {"params": template["params"],
+                                          "count": np.zeros((), np.float32)}}
+    tree = jax.tree.unflatten(jax.tree.structure(template), [leaves[k] for k in sorted(leaves)])
+    checkpoint.check_matches(template, tree, what, leading_axes=1)
     return tree
 
   def restore(self) -> Progress | None:
@@ -134,7 +139,8 @@ class RunCheckpointer:
         where = f"checkpoint {self.directory}/{step_id}"
         progress = Progress(meta["phase"], meta["step"],
                             self._unflatten(state["ensemble"], where + " (ensemble)"),
-                            self._unflatten(state["states"], where + " (phase state)"),
+                            self._unflatten(state["states"], where + " (phase state)",
+                                            meta.get("averaging", False)),
                             meta["histories"], meta.get("ensemble_ids", []), meta.get("alive"))
         logging.info("Resuming from %s: phase %d, step %d.", where, progress.phase, progress.step)
         return progress

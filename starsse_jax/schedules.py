@@ -9,6 +9,8 @@ learning-rate plot draws).
 - FGE triangular cycle of length ``c`` steps (Garipov et al. 2018): with ``u = (t mod c) / c``,
   ``lr = (1 - 2u) lr_1 + 2u lr_2`` for ``u < 1/2`` and ``(2u - 1) lr_1 + (2 - 2u) lr_2`` otherwise;
   a member is collected where ``lr = lr_2`` (the middle of each cycle).
+- SWA (Izmailov et al. 2018): constant ``lr``, or a sawtooth falling linearly from ``lr_1`` to
+  ``lr_2`` within each collection period.
 """
 from __future__ import annotations
 
@@ -39,7 +41,31 @@ def triangular_cycle(lr_1: float, lr_2: float, cycle_steps: int,
   return lambda step: one_cycle((step + offset_steps) % cycle_steps)
 
 
+def constant(lr: float) -> optax.Schedule:
+  """``lr`` at every step (SWA's constant schedule)."""
+  if lr <= 0:
+    raise ValueError(f"A constant schedule needs lr > 0, got {lr}.")
+  return optax.schedules.constant_schedule(lr)
+
+
+def sawtooth(lr_1: float, lr_2: float, period_steps: int) -> optax.Schedule:
+  """SWA's cyclic schedule: within each period of ``c`` steps, with ``u = (t mod c + 1) / c``,
+  ``lr = (1 - u) lr_1 + u lr_2``, so the last step of a period (where SWA collects) is at
+  ``lr_2`` and the next period restarts near ``lr_1``."""
+  if period_steps < 1 or lr_1 <= 0 or lr_2 < 0:
+    raise ValueError(f"A sawtooth needs period >= 1, lr_1 > 0, lr_2 >= 0; got {period_steps}, "
+                     f"{lr_1}, {lr_2}.")
+
+  def schedule(step):
+    u = (step % period_steps + 1) / period_steps
+    return (1 - u) * lr_1 + u * lr_2
+
+  return schedule
+
+
 def table(schedules, num_steps: int) -> np.ndarray:
   """Evaluates per-member schedules at steps ``0..num_steps-1``: float32 array ``[steps, K]``."""
   steps = np.arange(num_steps)
-  return np.stack([np.asarray(s(steps), dtype=np.float32) for s in schedules], axis=1)
+  # broadcast: a constant schedule returns one value for any step array
+  return np.stack([np.broadcast_to(np.asarray(s(steps), dtype=np.float32), steps.shape)
+                   for s in schedules], axis=1)

@@ -9,6 +9,10 @@
   i.e. the uniform soup; Adam or Adagrad give other averages.
 - Greedy ensemble (the output-space counterpart of the greedy soup): the same greedy selection,
   scoring the *mean of predictions* of the chosen members.
+- Learned soup (Wortsman et al.'s ``learned_bylayer``): per parameter tensor l a softmax over
+  members ``w_l = softmax(a_l)`` (``a_l`` initialised equal, so the start is the uniform soup) mixes
+  ``sum_k w_lk theta_lk``, and a logit scale ``beta`` multiplies the output; ``a`` and ``beta`` are
+  trained by AdamW (no weight decay) on held-out data to minimise cross-entropy.
 
 All are pure functions over stacked parameters or predictions; the caller supplies how a candidate
 soup is scored, which for BatchNorm nets includes recomputing its statistics on training data.
@@ -18,6 +22,7 @@ from __future__ import annotations
 from typing import Any, Callable, Sequence
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import optax
 
@@ -88,3 +93,55 @@ def ame_soup(stacked_params: Any, optimizer: optax.GradientTransformation | None
       updates, state = optimizer.update(grad, state, w)
       w = optax.apply_updates(w, updates)
   return w
+
+
+def mix(stacked_params: Any, mixing_logits: Any) -> Any:
+  """``sum_k softmax(a_l)_k theta_lk`` per tensor l; ``mixing_logits`` has one ``[K]`` vector per
+  leaf of ``stacked_params`` (equal logits give the uniform soup)."""
+  return jax.tree.map(lambda p, a: jnp.tensordot(jax.nn.softmax(a), p, axes=1),
+                      stacked_params, mixing_logits)
+
+
+def learned_soup(stacked_params: Any, logits_fn: Callable[[Any, Any], Any], images, labels, *,
+                 epochs: int = 5, batch_size: int = 256, lr: float = 0.05, by_layer: bool = True,
+                 seed: int = 0) -> tuple[Any, dict[str, Any]]:
+  """Learned soup: mixing weights (per tensor with ``by_layer``, else one per member) and a logit
+  scale trained on ``(images, labels)``, ``epochs`` shuffled passes in batches of ``batch_size``
+  (the last one partial), AdamW at ``lr`` without weight decay (the model-soups recipe).
+
+  ``logits_fn(params, images)`` gives a soup's logits; for BatchNorm nets the caller decides how it
+  normalises (``api`` uses each batch's own statistics, see ``api.make_soups``). Returns the mixed
+  parameters and ``{'weights': [K] mean mixing weight per member, 'scale': beta}``.
+  """
+  k = members.num_members(stacked_params)
+  if by_layer:
+    logits0 = jax.tree.map(lambda _: jnp.zeros(k), stacked_params)
+  else:
+    logits0 = jnp.zeros(k)
+  expand = (lambda a: a) if by_layer else (
+      lambda a: jax.tree.map(lambda _: a, stacked_params))
+  state = {"mixing": logits0, "scale": jnp.ones(())}
+  tx = optax.adamw(lr, weight_decay=0.0)
+  opt_state = tx.init(state)
+
+  def loss_fn(st, x, y):
+    logits = st["scale"] * logits_fn(mix(stacked_params, expand(st["mixing"])), x)
+    return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
+
+  @jax.jit
+  def step(st, opt, x, y):
+    grads = jax.grad(loss_fn)(st, x, y)
+    updates, opt = tx.update(grads, opt, st)
+    return optax.apply_updates(st, updates), opt
+
+  images, labels = np.asarray(images), np.asarray(labels)
+  rng = np.random.default_rng(seed)
+  for _ in range(epochs):
+    order = rng.permutation(len(images))
+    for start in range(0, len(images), batch_size):
+      idx = order[start:start + batch_size]
+      state, opt_state = step(state, opt_state, jnp.asarray(images[idx]), jnp.asarray(labels[idx]))
+  mixing = expand(state["mixing"])
+  weights = np.mean([np.asarray(jax.nn.softmax(a)) for a in jax.tree.leaves(mixing)], axis=0)
+  return mix(stacked_params, mixing), {"weights": weights.tolist(),
+                                       "scale": float(state["scale"])}

@@ -19,8 +19,8 @@ import optax
 
 from jax.sharding import PartitionSpec as P
 
-from starsse_jax import (checkpoint, data as data_lib, members, methods, resume, schedules,
-                         sharding)
+from starsse_jax import (checkpoint, data as data_lib, inference, members, methods, models,
+                         resume, schedules, sharding)
 
 State = dict[str, Any]
 
@@ -103,9 +103,16 @@ def _make_step(tr: Trainer, mesh):
   data_shards = 1 if mesh is None else mesh.shape[sharding.DATA]
   model = tr.model if mesh is None else tr.model.clone(bn_axis_name=data_axis)
   average = (lambda t: t) if mesh is None else (lambda t: jax.lax.pmean(t, data_axis))
+  dropout = tr.model.dropout_rate > 0 or tr.model.block_dropout_rate > 0
 
-  def member_step(state, member_seed, idx, lr, images, labels, step):
+  def member_step(state, member_seed, idx, lr, images, labels, step, collect):
     rng = jax.random.fold_in(jax.random.fold_in(base_key, member_seed), step)
+    rngs = {}
+    if dropout:  # a stream of its own: augmentation draws from ``rng`` exactly as without dropout
+      key = jax.random.fold_in(rng, _DROPOUT_STREAM)
+      if mesh is not None:  # each data shard masks its own slice of the batch
+        key = jax.random.fold_in(key, jax.lax.axis_index(data_axis))
+      rngs = {models.DROPOUT: key}
     local = idx.shape[0]
     aug = data_lib.augment_params(rng, local * data_shards, tr.crop_padding, tr.flip,
                                   images.shape[1:3], tr.image_size)
@@ -118,7 +125,7 @@ def _make_step(tr: Trainer, mesh):
 
     def loss_fn(params):
       logits, updates = model.apply({"params": params, "batch_stats": state["batch_stats"]}, x,
-                                    train=True, mutable=["batch_stats"])
+                                    train=True, mutable=["batch_stats"], rngs=rngs)
       loss = optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
       return loss, (updates["batch_stats"], logits)
 
@@ -131,23 +138,44 @@ def _make_step(tr: Trainer, mesh):
     updates, opt_state = tr.tx.update(grads, opt_state, state["params"])
     new_state = {"params": optax.apply_updates(state["params"], updates),
                  "batch_stats": batch_stats, "opt_state": opt_state}
+    if "average" in state:
+      new_state["average"] = _update_average(state["average"], new_state["params"], collect)
     metrics = average({"loss": loss, "accuracy": jnp.mean(jnp.argmax(logits, -1) == y)})
     return new_state, metrics
 
-  def step(states, member_seeds, images, labels, batch_idx, lrs, step_index):
-    """Advances every member by one step. ``batch_idx`` is ``[K, B]`` indices into the data."""
+  def step(states, member_seeds, images, labels, batch_idx, lrs, step_index, collect):
+    """Advances every member by one step. ``batch_idx`` is ``[K, B]`` indices into the data;
+    ``collect`` (0 or 1) adds the new weights to the running averages of averaging phases."""
 
     def one(state, member_seed, idx, lr):
-      return member_step(state, member_seed, idx, lr, images, labels, step_index)
+      return member_step(state, member_seed, idx, lr, images, labels, step_index, collect)
 
     return members.member_map(one, tr.strategy)(states, member_seeds, batch_idx, lrs)
 
   if mesh is not None:
     m, d = sharding.MEMBERS, sharding.DATA
     step = jax.shard_map(step, mesh=mesh,
-                         in_specs=(P(m), P(m), P(), P(), P(m, d), P(m), P()),
+                         in_specs=(P(m), P(m), P(), P(), P(m, d), P(m), P(), P()),
                          out_specs=(P(m), P(m)))
   return jax.jit(step, donate_argnums=0)
+
+
+# Folded into a step's key to give dropout its own stream.
+_DROPOUT_STREAM = 0x5EED
+
+
+def start_average(params) -> dict[str, Any]:
+  """An empty running average of weights (SWA): no collection yet, the weights as placeholder."""
+  return {"params": jax.tree.map(jnp.array, params), "count": jnp.zeros((), jnp.float32)}
+
+
+def _update_average(avg, params, collect):
+  """The running mean ``a + (w - a) / n`` after collecting ``w`` (when ``collect`` is 1): the
+  mean of all weights collected so far in O(1) memory, as SWA's ``moving_average``."""
+  count = avg["count"] + collect
+  weight = jnp.where(collect > 0, 1.0 / jnp.maximum(count, 1.0), 0.0)
+  return {"params": jax.tree.map(lambda a, w: a + weight * (w - a), avg["params"], params),
+          "count": count}
 
 
 # ------------------------------------------------------------------------------- phases
@@ -207,7 +235,8 @@ def run_phase(trainer: Trainer, states: State, member_seeds: np.ndarray, split: 
               lr_table: np.ndarray, batch_size: int, name: str, member_ids=None,
               log_every: int = 50, writer=None, step_offset: int = 0, start_step: int = 0,
               history: list | None = None, save=None, save_every: int = 0,
-              stop=None, drop_diverged: bool = False) -> PhaseResult:
+              stop=None, drop_diverged: bool = False,
+              collect: np.ndarray | None = None) -> PhaseResult:
   """Trains the stacked members of one phase from ``start_step`` to ``len(lr_table)`` steps.
 
   Member k (ensemble id ``member_ids[k]``) reads its own data order (seeded by
@@ -216,9 +245,11 @@ def run_phase(trainer: Trainer, states: State, member_seeds: np.ndarray, split: 
   ``drop_diverged``, drops the diverged members and continues with the rest (all diverged still
   raises). ``save(states, steps_done, history, member_ids)`` is called every ``save_every`` steps
   and when ``stop.requested`` turns true, after which ``resume.Interrupted`` is raised; a state is
-  saved only once its losses are finite.
+  saved only once its losses are finite. ``collect[t]`` true adds the weights after step t to
+  the members' running averages (states with an ``average`` entry, see ``start_average``).
   """
   num_steps, k = lr_table.shape
+  collect = np.zeros(num_steps, np.float32) if collect is None else np.asarray(collect, np.float32)
   ids = np.arange(k) if member_ids is None else np.asarray(member_ids)
   member_seeds = np.asarray(member_seeds)
   n = len(split)
@@ -250,7 +281,7 @@ def run_phase(trainer: Trainer, states: State, member_seeds: np.ndarray, split: 
   batch = feed(batch_indices(start_step)) if start_step < num_steps else None
   first_step = 0.0
   for t in range(start_step, num_steps):
-    states, metrics = step_fn(states, seeds, *batch, lr_table[t], t)
+    states, metrics = step_fn(states, seeds, *batch, lr_table[t], t, collect[t])
     if t == start_step:  # one synchronisation, to time compilation apart from the steps
       jax.block_until_ready(metrics)
       first_step = time.perf_counter() - start
@@ -357,7 +388,20 @@ def start_states(trainer: Trainer, phase: methods.Phase, ensemble: State | None,
   stacked = members.stack(variables)
   if "opt_state" not in stacked:
     stacked["opt_state"] = jax.vmap(trainer.tx.init)(stacked["params"])
+  if phase.average is not None:
+    stacked["average"] = jax.vmap(start_average)(stacked["params"])
   return stacked
+
+
+def finish_average(trainer: Trainer, states: State, split: data_lib.Split,
+                   batch_size: int) -> State:
+  """Members of an averaging phase become their running averages, with BatchNorm statistics
+  recomputed on the training images (the averaged weights' own statistics; SWA's ``bn_update``)."""
+  params = states["average"]["params"]
+  stats = inference.recompute_batch_stats(trainer.model, params, states["batch_stats"],
+                                          split.images, trainer.mean, trainer.std, batch_size,
+                                          trainer.strategy, trainer.image_size)
+  return {"params": params, "batch_stats": stats, "opt_state": states["opt_state"]}
 
 
 def run_plan(trainer: Trainer, plan: list[methods.Phase], split: data_lib.Split,
@@ -409,7 +453,11 @@ def run_plan(trainer: Trainer, plan: list[methods.Phase], split: data_lib.Split,
                          phase.name, member_ids=alive, log_every=log_every, writer=writer,
                          step_offset=step_offset, start_step=start_step,
                          history=histories[phase_index], save=save if checkpointer else None,
-                         save_every=save_every, stop=stop, drop_diverged=drop_diverged)
+                         save_every=save_every, stop=stop, drop_diverged=drop_diverged,
+                         collect=None if phase.average is None else
+                         phase.average.table(phase.num_steps))
+      if phase.average is not None:
+        result.states = finish_average(trainer, result.states, split, batch_size)
       histories[phase_index] = result.history
       results.append(result)
       ensemble = members.concat([ensemble, result.states])

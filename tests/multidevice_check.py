@@ -18,12 +18,12 @@ def trainer(config, data, num_devices):
   return api._trainer(config, model, data, config.finetune)  # pylint: disable=protected-access
 
 
-def run(k, batch, num_devices, data, pre):
-  config = tiny_config("local_de", members=k)
+def run(k, batch, num_devices, data, pre, method="local_de"):
+  config = tiny_config(method, members=k)
   config.finetune.batch_size = batch
   budget = methods.Budget(num_members=k, steps_per_epoch=len(data.target_train) // batch,
-                          epochs=1.0, lr=0.05)
-  plan = methods.build_plan("local_de", budget)
+                          epochs=1.0, lr=0.05, swa_epochs=1.0, swa_collect_every=0.5)
+  plan = methods.build_plan(method, budget)
   states, _ = train.run_plan(trainer(config, data, num_devices), plan, data.target_train, batch,
                              pretrained=pre)
   return states
@@ -46,6 +46,10 @@ def main():
     multi = run(k, batch, 8, data, pre)
     out[f"k{k}"] = {"params": max_diff(single["params"], multi["params"]),
                     "batch_stats": max_diff(single["batch_stats"], multi["batch_stats"])}
+  # SWA: 4 averaging members on 4 x 2 devices, then BatchNorm recomputed for the averages.
+  single, multi = run(5, 8, 1, data, pre, "swa"), run(5, 8, 8, data, pre, "swa")
+  out["swa_k5"] = {"params": max_diff(single["params"], multi["params"]),
+                   "batch_stats": max_diff(single["batch_stats"], multi["batch_stats"])}
   try:
     run(3, 12, 8, data, pre)
     out["k3_error"] = None

@@ -17,8 +17,8 @@ def test_eight_devices_match_one():
   line = [l for l in run.stdout.splitlines() if l.startswith("RESULT ")][-1]
   result = json.loads(line[len("RESULT "):])
   # K=8: one member per device. K=4: 4 members x 2 data shards (BatchNorm synchronised).
-  # K=1: one member over 8 data shards.
-  for key in ("k8", "k4", "k1"):
+  # K=1: one member over 8 data shards. SWA: 4 averaging members on 4 x 2 devices.
+  for key in ("k8", "k4", "k1", "swa_k5"):
     assert result[key]["params"] < 1e-4, result
     assert result[key]["batch_stats"] < 1e-4, result
   assert "batch size 12 is not divisible by 8" in result["k3_error"]

@@ -1,0 +1,173 @@
+"""Every method of the library on one split, one budget, several seeds: mean +- std per row.
+
+  python experiments/compare.py --workdir=runs/compare
+  python experiments/compare.py --workdir=runs/compare --seeds=0,1,2,3,4 --epochs=20 --members=5
+
+Each (seed, method) is an ordinary run of ``configs/<method>.py`` (``api.run``) with the shared
+settings below, in ``WORKDIR/seed_S/METHOD``; all share one pre-trained checkpoint
+(``WORKDIR/pretrained``, pre-trained with seed 0), so seeds vary fine-tuning only (head
+initialisation, data order, augmentation, dropout masks, rounding draws). StarSSE runs with the
+low-precision evaluation on (``configs/low_precision.py``), so its rows and the LPE rows come from
+the same ensembles. Every run also makes the learned soup and AME soups (SGD 1/i, Adam, Adagrad at
+``--ame_lr``). A finished run is not repeated: rerunning the command resumes and re-summarises.
+
+Writes ``WORKDIR/summary.md`` (the table, the settings and the wall time) and ``summary.csv``.
+"""
+import csv
+import importlib.util
+import json
+import os
+import sys
+import time
+
+import numpy as np
+from absl import app, flags
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from starsse_jax import api, report  # noqa: E402
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+METHODS = {"local_de": "local_de", "starsse": "low_precision", "sse": "sse", "fge": "fge",
+           "swa": "swa", "mc_dropout": "mc_dropout"}
+
+_WORKDIR = flags.DEFINE_string("workdir", "runs/compare", "Where runs and the summary go.")
+_SEEDS = flags.DEFINE_list("seeds", ["0", "1", "2"], "Fine-tuning seeds.")
+_METHODS = flags.DEFINE_list("methods", list(METHODS), "Methods to compare.")
+_EPOCHS = flags.DEFINE_float("epochs", 10.0, "E: the first fine-tuning's epochs; cycles, SWA "
+                             "runs and MC-dropout use the same.")
+_MEMBERS = flags.DEFINE_integer("members", 4, "K for the ensemble methods.")
+_TEST_PER_CLASS = flags.DEFINE_integer("test_per_class", 400, "Test images per target class.")
+_AME_LR = flags.DEFINE_float("ame_lr", 0.01, "Learning rate of the Adam and Adagrad AME soups.")
+
+
+def load_config(name: str):
+  spec = importlib.util.spec_from_file_location(name, os.path.join(REPO, "configs", f"{name}.py"))
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module.get_config()
+
+
+def method_config(method: str, seed: int):
+  c = load_config(METHODS[method])
+  c.seed = seed
+  c.finetune.epochs = _EPOCHS.value
+  c.finetune.swa_epochs = _EPOCHS.value
+  if method != "mc_dropout":
+    c.num_members = _MEMBERS.value
+  c.data.target_test_per_class = _TEST_PER_CLASS.value
+  c.pretrain.checkpoint_dir = os.path.join(_WORKDIR.value, "pretrained")
+  c.eval.ame_optimizer = "sgd,adam,adagrad"
+  c.eval.ame_lr = _AME_LR.value
+  c.eval.low_precision_samples = _MEMBERS.value
+  c.log_every_steps = 100
+  return c
+
+
+def rows_of(method: str, results) -> dict[str, dict[str, float]]:
+  """Named rows of one run: first model, mean member, ensemble, greedy ensemble, soups, LPE."""
+  def row(m, u):
+    return {"accuracy": m["accuracy"], "nll": m["nll"], "ece": m["ece"],
+            "cal_nll": (u or {}).get("calibrated", {}).get("nll")}
+
+  test, u = results["test"], results["uncertainty"]
+  out = {}
+  n = len(test["members"])
+  if method == "mc_dropout":
+    out["MC-dropout: one pass"] = row(test["members"][0], u["members"][0])
+    out[f"MC-dropout: {n} passes"] = row(test["ensemble"], u["ensemble"])
+    out["MC-dropout: dropout off"] = row(results["soups"]["uniform"]["test"],
+                                         results["soups"]["uniform"]["uncertainty"])
+    return out
+  out["first fine-tuned model"] = row(test["members"][0], u["members"][0])
+  if method == "swa":
+    out["SWA (one run)"] = row(test["members"][1], u["members"][1])
+    mean_swa = {k: float(np.mean([m[k] for m in test["members"][1:]])) for k in ("accuracy", "nll", "ece")}
+    out[f"SWA: mean of {n - 1} runs"] = {**mean_swa, "cal_nll": float(np.mean(
+        [m["calibrated"]["nll"] for m in u["members"][1:]]))}
+  else:
+    out["mean member"] = {**{k: float(np.mean([m[k] for m in test["members"]]))
+                             for k in ("accuracy", "nll", "ece")},
+                          "cal_nll": float(np.mean([m["calibrated"]["nll"] for m in u["members"]]))}
+  out[f"ensemble of {n}"] = row(test["ensemble"], u["ensemble"])
+  g = results["greedy_ensemble"]
+  out["greedy ensemble"] = row(g["test"], g["uncertainty"])
+  for name, soup in results.get("soups", {}).items():
+    out[f"{name} soup"] = row(soup["test"], soup["uncertainty"])
+  for bits, entry in results.get("low_precision", {}).get("bits", {}).items():
+    for key, label in (("round_to_nearest", "round-to-nearest"), ("lpe", "LPE of first model"),
+                       ("plus_lpe", "+LPE")):
+      for mode in ("bn_kept", "bn_recomputed"):
+        r = entry[key][mode]
+        out[f"{label}, {bits}-bit, BN {mode[3:]}"] = {
+            **{k: r["test"][k] for k in ("accuracy", "nll", "ece")},
+            "cal_nll": r["calibrated_nll"], "kbit": entry["bits_per_model"] / 1e3}
+  return out
+
+
+def summarize(all_rows, seeds, timing) -> tuple[str, list[dict]]:
+  keys = ("accuracy", "nll", "cal_nll", "ece")
+  lines = ["| method | model | " + " | ".join(keys) + " | fine-tuning epochs |",
+           "|---" * (len(keys) + 3) + "|"]
+  csv_rows = []
+  for method, per_seed in all_rows.items():
+    names = list(per_seed[0][0])
+    for name in names:
+      stats = {}
+      for key in keys:
+        vals = [r[name][key] for r, _ in per_seed if r[name].get(key) is not None]
+        stats[key] = (float(np.mean(vals)), float(np.std(vals, ddof=1)) if len(vals) > 1 else 0.0)
+      epochs = per_seed[0][1]
+      lines.append(f"| {method} | {name} | " + " | ".join(
+          f"{m:.4f} ± {s:.4f}" for m, s in stats.values()) + f" | {epochs:g} |")
+      csv_rows.append({"method": method, "model": name, "seeds": len(per_seed),
+                       "epochs": epochs, **{f"{k}_mean": m for k, (m, _) in stats.items()},
+                       **{f"{k}_std": s for k, (_, s) in stats.items()}})
+  return "\n".join(lines), csv_rows
+
+
+def training_epochs(results, steps_per_epoch: int) -> float:
+  """Member-epochs of fine-tuning the run spent (steps x members of every phase)."""
+  return sum(p["steps"] * len(p["members"]) for p in results["phases"]) / steps_per_epoch
+
+
+def main(argv):
+  del argv
+  report.quiet_cli_logging()
+  seeds = [int(s) for s in _SEEDS.value]
+  start = time.time()
+  all_rows, timing = {}, {}
+  for seed in seeds:
+    for method in _METHODS.value:
+      workdir = os.path.join(_WORKDIR.value, f"seed_{seed}", method)
+      path = os.path.join(workdir, "results.json")
+      if not os.path.exists(path):
+        t = time.time()
+        api.run(method_config(method, seed), workdir)
+        timing[f"{seed}/{method}"] = time.time() - t
+      with open(path) as f:
+        results = json.load(f)
+      c = results["config"]
+      steps_per_epoch = (c["data"]["target_train_per_class"] * len(c["data"]["target_classes"])
+                         // c["finetune"]["batch_size"])
+      all_rows.setdefault(method, []).append(
+          (rows_of(method, results), training_epochs(results, steps_per_epoch)))
+  table, csv_rows = summarize(all_rows, seeds, timing)
+  head = (f"Seeds {seeds}; E = {_EPOCHS.value:g}, K = {_MEMBERS.value} (MC-dropout: 1 model), "
+          f"{_TEST_PER_CLASS.value} test images per class; mean ± std (ddof 1) over seeds.\n"
+          f"Command: python experiments/compare.py --workdir={_WORKDIR.value} "
+          f"--seeds={','.join(map(str, seeds))} --epochs={_EPOCHS.value:g} "
+          f"--members={_MEMBERS.value}\n"
+          f"Wall time of the runs made by this invocation: {time.time() - start:.0f} s.\n")
+  text = head + "\n" + table + "\n"
+  with open(os.path.join(_WORKDIR.value, "summary.md"), "w") as f:
+    f.write(text)
+  with open(os.path.join(_WORKDIR.value, "summary.csv"), "w", newline="") as f:
+    writer = csv.DictWriter(f, fieldnames=list(csv_rows[0]))
+    writer.writeheader()
+    writer.writerows(csv_rows)
+  print(text)
+
+
+if __name__ == "__main__":
+  app.run(main)
