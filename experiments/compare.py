@@ -17,9 +17,11 @@ import csv
 import importlib.util
 import json
 import os
+import platform
 import sys
 import time
 
+import jax
 import numpy as np
 from absl import app, flags
 
@@ -105,13 +107,24 @@ def rows_of(method: str, results) -> dict[str, dict[str, float]]:
   return out
 
 
-def summarize(all_rows, seeds, timing) -> tuple[str, list[dict]]:
+def key_row(method: str, name: str, first_method: str) -> bool:
+  """The rows of the short table: the first model once, then each method's headline rows."""
+  if name == "first fine-tuned model":
+    return method == first_method
+  return (name.startswith("ensemble of") or name in (
+      "greedy ensemble", "uniform soup", "greedy soup", "learned soup", "SWA (one run)")
+          or name.startswith("MC-dropout") or name.startswith("+LPE")
+          or name.startswith("LPE of first model, 4-bit, BN recomputed"))
+
+
+def summarize(all_rows, only=None) -> tuple[str, list[dict]]:
   keys = ("accuracy", "nll", "cal_nll", "ece")
   lines = ["| method | model | " + " | ".join(keys) + " | fine-tuning epochs |",
            "|---" * (len(keys) + 3) + "|"]
   csv_rows = []
+  first_method = next(iter(all_rows))
   for method, per_seed in all_rows.items():
-    names = list(per_seed[0][0])
+    names = [n for n in per_seed[0][0] if only is None or only(method, n, first_method)]
     for name in names:
       stats = {}
       for key in keys:
@@ -135,31 +148,37 @@ def main(argv):
   del argv
   report.quiet_cli_logging()
   seeds = [int(s) for s in _SEEDS.value]
-  start = time.time()
   all_rows, timing = {}, {}
   for seed in seeds:
     for method in _METHODS.value:
       workdir = os.path.join(_WORKDIR.value, f"seed_{seed}", method)
       path = os.path.join(workdir, "results.json")
       if not os.path.exists(path):
-        t = time.time()
         api.run(method_config(method, seed), workdir)
-        timing[f"{seed}/{method}"] = time.time() - t
       with open(path) as f:
         results = json.load(f)
+      with open(os.path.join(workdir, "timing.json")) as f:
+        run_time = json.load(f)
+      timing[f"{seed}/{method}"] = sum(v for k, v in run_time.items() if k.endswith("_s"))
       c = results["config"]
       steps_per_epoch = (c["data"]["target_train_per_class"] * len(c["data"]["target_classes"])
                          // c["finetune"]["batch_size"])
       all_rows.setdefault(method, []).append(
           (rows_of(method, results), training_epochs(results, steps_per_epoch)))
-  table, csv_rows = summarize(all_rows, seeds, timing)
-  head = (f"Seeds {seeds}; E = {_EPOCHS.value:g}, K = {_MEMBERS.value} (MC-dropout: 1 model), "
+  table, csv_rows = summarize(all_rows)
+  short, _ = summarize(all_rows, key_row)
+  head = (f"{time.strftime('%Y-%m-%d')}, {os.cpu_count()} CPU cores ({platform.machine()}), JAX "
+          f"backend {jax.default_backend()}.\n"
+          f"Seeds {seeds}; E = {_EPOCHS.value:g}, K = {_MEMBERS.value} (MC-dropout: 1 model), "
           f"{_TEST_PER_CLASS.value} test images per class; mean ± std (ddof 1) over seeds.\n"
           f"Command: python experiments/compare.py --workdir={_WORKDIR.value} "
           f"--seeds={','.join(map(str, seeds))} --epochs={_EPOCHS.value:g} "
           f"--members={_MEMBERS.value}\n"
-          f"Wall time of the runs made by this invocation: {time.time() - start:.0f} s.\n")
-  text = head + "\n" + table + "\n"
+          f"Run time (data + pre-training + fine-tuning + evaluation, from each run's "
+          f"timing.json), summed: {sum(timing.values()):.0f} s; per method and seed: "
+          + ", ".join(f"{k} {v:.0f} s" for k, v in timing.items()) + ".\n")
+  text = (head + "\nHeadline rows:\n\n" + short + "\n\nEvery row (soups, AME variants, LPE at "
+          "every width and BatchNorm mode):\n\n" + table + "\n")
   with open(os.path.join(_WORKDIR.value, "summary.md"), "w") as f:
     f.write(text)
   with open(os.path.join(_WORKDIR.value, "summary.csv"), "w", newline="") as f:
