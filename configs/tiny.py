@@ -19,4 +19,5 @@ def get_config():
   config.finetune.batch_size = 25
   config.finetune.fge_cycle_epochs = 2
   config.eval.bn_batch_size = 50
+  config.eval.learned_soup = False  # seconds count here; --config.eval.learned_soup=True adds it
   return config

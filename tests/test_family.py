@@ -157,6 +157,7 @@ def test_mc_dropout_ensemble_is_seeded_stochastic_passes(synthetic):
   config.model.dropout_rate = 0.5
   config.model.block_dropout_rate = 0.1
   config.eval.mc_samples = 3
+  config.eval.soups = False  # soups of an MC-dropout model are the deterministic network's
   configlib.validate(config, data_given=True)
   ens = api.finetune(config, synthetic, _pretrained(config, synthetic))
   images = synthetic.target_test.images
@@ -241,7 +242,8 @@ def test_low_precision_evaluation_reports_every_width_and_both_batchnorm_modes(s
   config.eval.low_precision_samples = 2
   config.eval.soups = False
   ens = api.finetune(config, synthetic, _pretrained(config, synthetic))
-  lp = api.evaluate(config, synthetic, ens)["low_precision"]
+  results = api.evaluate(config, synthetic, ens)
+  lp = results["low_precision"]
   assert set(lp["bits"]) == {"4", "8"}
   assert lp["bits"]["4"]["bits_per_model"] < lp["bits"]["8"]["bits_per_model"] < lp["float32_bits"]
   for entry in lp["bits"].values():
@@ -251,7 +253,7 @@ def test_low_precision_evaluation_reports_every_width_and_both_batchnorm_modes(s
         assert 0 <= entry[key][mode]["test"]["accuracy"] <= 1
         assert np.isfinite(entry[key][mode]["calibrated_nll"])
   # At 8 bits round-to-nearest with the float model's statistics is the float model, nearly.
-  float_member = api.evaluate(config, synthetic, ens)["test"]["members"][0]
+  float_member = results["test"]["members"][0]
   assert lp["bits"]["8"]["round_to_nearest"]["bn_kept"]["test"]["nll"] == pytest.approx(
       float_member["nll"], rel=1e-2)
 
@@ -287,6 +289,7 @@ def test_learned_soup_moves_weight_to_the_member_that_fits():
 
 def test_learned_soup_with_no_training_is_the_uniform_soup_through_the_pipeline(synthetic):
   config = tiny_config("local_de", members=3)
+  config.eval.learned_soup = True
   config.eval.learned_soup_epochs = 0
   ens = api.finetune(config, synthetic, _pretrained(config, synthetic))
   made = api.make_soups(config, synthetic, ens)

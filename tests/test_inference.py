@@ -61,5 +61,5 @@ def test_soups_on_a_trained_ensemble(synthetic):
   best = int(np.argmax([metrics.accuracy(p, synthetic.target_val.labels) for p in own]))
   assert greedy["members"][0] == best
   results = api.evaluate(config, synthetic, ens)
-  assert set(results["soups"]) == {"uniform", "greedy", "learned"}
+  assert set(results["soups"]) == {"uniform", "greedy"}
   assert len(results["test"]["size_curve"]) == 3
