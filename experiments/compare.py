@@ -73,6 +73,11 @@ def rows_of(method: str, results) -> dict[str, dict[str, float]]:
             "cal_nll": (u or {}).get("calibrated", {}).get("nll")}
 
   test, u = results["test"], results["uncertainty"]
+
+  def mean_row(ids):  # the mean of members' own metrics (not their ensemble)
+    rows = [row(test["members"][k], u["members"][k]) for k in ids]
+    return {key: float(np.mean([r[key] for r in rows])) for key in rows[0]}
+
   out = {}
   n = len(test["members"])
   if method == "mc_dropout":
@@ -84,13 +89,9 @@ def rows_of(method: str, results) -> dict[str, dict[str, float]]:
   out["first fine-tuned model"] = row(test["members"][0], u["members"][0])
   if method == "swa":
     out["SWA (one run)"] = row(test["members"][1], u["members"][1])
-    mean_swa = {k: float(np.mean([m[k] for m in test["members"][1:]])) for k in ("accuracy", "nll", "ece")}
-    out[f"SWA: mean of {n - 1} runs"] = {**mean_swa, "cal_nll": float(np.mean(
-        [m["calibrated"]["nll"] for m in u["members"][1:]]))}
+    out[f"SWA: mean of {n - 1} runs"] = mean_row(range(1, n))
   else:
-    out["mean member"] = {**{k: float(np.mean([m[k] for m in test["members"]]))
-                             for k in ("accuracy", "nll", "ece")},
-                          "cal_nll": float(np.mean([m["calibrated"]["nll"] for m in u["members"]]))}
+    out["mean member"] = mean_row(range(n))
   out[f"ensemble of {n}"] = row(test["ensemble"], u["ensemble"])
   g = results["greedy_ensemble"]
   out["greedy ensemble"] = row(g["test"], g["uncertainty"])

@@ -160,8 +160,9 @@ def swa(b: Budget) -> list[Phase]:
 
 def mc_dropout(b: Budget) -> list[Phase]:
   """MC-dropout: K members fine-tuned with dropout from the same checkpoint (as Local DE); the
-  ensemble is each member's ``eval.mc_samples`` stochastic test passes (``model.dropout_rate``)."""
-  return [_finetune(b, [0] * b.num_members)]
+  ensemble is each member's ``eval.mc_samples`` stochastic test passes (``model.dropout_rate``).
+  The plan is Local DE's; dropout lives in the model and the evaluation."""
+  return local_de(b)
 
 
 METHODS: dict[str, Callable[[Budget], list[Phase]]] = {

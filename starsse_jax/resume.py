@@ -22,10 +22,9 @@ import threading
 from typing import Any
 
 import jax
-import numpy as np
 import orbax.checkpoint as ocp
 
-from starsse_jax import checkpoint
+from starsse_jax import checkpoint, running_mean
 
 
 class Interrupted(Exception):
@@ -114,8 +113,7 @@ class RunCheckpointer:
       return None
     template = self.template
     if averaging:  # a weight-averaging phase also carries its running average
-      template = {**template, "average": {"params": template["params"],
-                                          "count": np.zeros((), np.float32)}}
+      template = {**template, "average": running_mean.start(template["params"])}
     tree = jax.tree.unflatten(jax.tree.structure(template), [leaves[k] for k in sorted(leaves)])
     checkpoint.check_matches(template, tree, what, leading_axes=1)
     return tree

@@ -20,7 +20,7 @@ import optax
 from jax.sharding import PartitionSpec as P
 
 from starsse_jax import (checkpoint, data as data_lib, inference, members, methods, models,
-                         resume, schedules, sharding)
+                         resume, running_mean, schedules, sharding)
 
 State = dict[str, Any]
 
@@ -139,7 +139,7 @@ def _make_step(tr: Trainer, mesh):
     new_state = {"params": optax.apply_updates(state["params"], updates),
                  "batch_stats": batch_stats, "opt_state": opt_state}
     if "average" in state:
-      new_state["average"] = _update_average(state["average"], new_state["params"], collect)
+      new_state["average"] = running_mean.add(state["average"], new_state["params"], collect)
     metrics = average({"loss": loss, "accuracy": jnp.mean(jnp.argmax(logits, -1) == y)})
     return new_state, metrics
 
@@ -162,20 +162,6 @@ def _make_step(tr: Trainer, mesh):
 
 # Folded into a step's key to give dropout its own stream.
 _DROPOUT_STREAM = 0x5EED
-
-
-def start_average(params) -> dict[str, Any]:
-  """An empty running average of weights (SWA): no collection yet, the weights as placeholder."""
-  return {"params": jax.tree.map(jnp.array, params), "count": jnp.zeros((), jnp.float32)}
-
-
-def _update_average(avg, params, collect):
-  """The running mean ``a + (w - a) / n`` after collecting ``w`` (when ``collect`` is 1): the
-  mean of all weights collected so far in O(1) memory, as SWA's ``moving_average``."""
-  count = avg["count"] + collect
-  weight = jnp.where(collect > 0, 1.0 / jnp.maximum(count, 1.0), 0.0)
-  return {"params": jax.tree.map(lambda a, w: a + weight * (w - a), avg["params"], params),
-          "count": count}
 
 
 # ------------------------------------------------------------------------------- phases
@@ -246,7 +232,7 @@ def run_phase(trainer: Trainer, states: State, member_seeds: np.ndarray, split: 
   raises). ``save(states, steps_done, history, member_ids)`` is called every ``save_every`` steps
   and when ``stop.requested`` turns true, after which ``resume.Interrupted`` is raised; a state is
   saved only once its losses are finite. ``collect[t]`` true adds the weights after step t to
-  the members' running averages (states with an ``average`` entry, see ``start_average``).
+  the members' running averages (states with an ``average`` entry, see ``running_mean``).
   """
   num_steps, k = lr_table.shape
   collect = np.zeros(num_steps, np.float32) if collect is None else np.asarray(collect, np.float32)
@@ -389,7 +375,7 @@ def start_states(trainer: Trainer, phase: methods.Phase, ensemble: State | None,
   if "opt_state" not in stacked:
     stacked["opt_state"] = jax.vmap(trainer.tx.init)(stacked["params"])
   if phase.average is not None:
-    stacked["average"] = jax.vmap(start_average)(stacked["params"])
+    stacked["average"] = jax.vmap(running_mean.start)(stacked["params"])
   return stacked
 
 
