@@ -48,6 +48,7 @@ class Ensemble:
 
 
 def _trainer(config, model, data: TransferData, opt_config) -> train.Trainer:
+  model = model.clone(kernel_grad=config.execution.kernel_grad)
   return train.Trainer(
       model=model, tx=train.make_optimizer(opt_config.weight_decay, opt_config.momentum),
       mean=data.mean, std=data.std, crop_padding=config.data.crop_padding,

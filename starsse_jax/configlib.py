@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import ml_collections
 
-from starsse_jax import members, methods, models, sources, weights
+from starsse_jax import conv, members, methods, models, sources, weights
 
 
 def base_config() -> ml_collections.ConfigDict:
@@ -121,6 +121,9 @@ def base_config() -> ml_collections.ConfigDict:
   c.execution = ml_collections.ConfigDict()
   c.execution.member_strategy = "auto"
   c.execution.num_devices = 0  # devices a phase spreads over; 0 = all visible
+  # Convolution kernel gradients: 'xla', 'taps' (one product per kernel tap; several times faster
+  # on CPUs) or 'auto' ('taps' on CPU, 'xla' elsewhere). See starsse_jax/conv.py.
+  c.execution.kernel_grad = "auto"
   c.execution.distributed = False  # jax.distributed.initialize() first (multi-host TPU VMs)
   return c
 
@@ -152,6 +155,9 @@ def validate(config: ml_collections.ConfigDict, data_given: bool = False) -> Non
        f"{members.STRATEGIES}.")
   need(config.eval.basin_points >= 2,
        f"eval.basin_points={config.eval.basin_points!r}; a curve needs at least 2 points.")
+  need(config.execution.kernel_grad in conv.KERNEL_GRADS,
+       f"execution.kernel_grad={config.execution.kernel_grad!r}; choose one of "
+       f"{conv.KERNEL_GRADS}.")
   need(config.execution.num_devices >= 0,
        f"execution.num_devices={config.execution.num_devices!r}; use 0 (all) or a positive count.")
   need(isinstance(config.num_members, int) and config.num_members >= 1,

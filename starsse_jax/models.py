@@ -21,6 +21,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from starsse_jax import conv as conv_lib
+
 HEAD = "head"
 
 _DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
@@ -78,10 +80,12 @@ class ResidualBlock(nn.Module):
   norm: Any
   dtype: Any
   dropout_rate: float = 0.0  # after the block's first conv-BN-ReLU (wide ResNets' placement)
+  kernel_grad: str = "auto"  # see ``starsse_jax.conv``
 
   @nn.compact
   def __call__(self, x, stochastic: bool = False):
-    conv = functools.partial(nn.Conv, use_bias=False, dtype=self.dtype)
+    conv = functools.partial(nn.Conv, use_bias=False, dtype=self.dtype,
+                             conv_general_dilated=conv_lib.conv_function(self.kernel_grad))
     pad1 = [(1, 1), (1, 1)]
     s = (self.strides, self.strides)
     drop = _dropout(self.dropout_rate, stochastic)
@@ -133,6 +137,9 @@ class ResNet(nn.Module):
   bn_axis_name: str | None = None
   dropout_rate: float = 0.0  # before the head (MC-dropout)
   block_dropout_rate: float = 0.0  # inside every residual block
+  # How convolutions' kernel gradients are computed ('auto', 'xla', 'taps'; ``starsse_jax.conv``):
+  # the same function either way, a different program.
+  kernel_grad: str = "auto"
 
   @nn.compact
   def __call__(self, x, train: bool = True, stochastic: bool | None = None):
@@ -143,14 +150,14 @@ class ResNet(nn.Module):
     norm = functools.partial(BatchNorm, use_running_average=not train,
                              momentum=self.bn_momentum, dtype=self.dtype,
                              axis_name=self.bn_axis_name)
+    conv = functools.partial(nn.Conv, use_bias=False, dtype=self.dtype,
+                             conv_general_dilated=conv_lib.conv_function(self.kernel_grad))
     x = x.astype(self.dtype)
     if self.stem == "cifar":
-      x = nn.Conv(self.width, (3, 3), padding=[(1, 1), (1, 1)], use_bias=False, dtype=self.dtype,
-                  name="conv1")(x)
+      x = conv(self.width, (3, 3), padding=[(1, 1), (1, 1)], name="conv1")(x)
       x = nn.relu(norm(name="bn1")(x))
     else:
-      x = nn.Conv(self.width, (7, 7), (2, 2), padding=[(3, 3), (3, 3)], use_bias=False,
-                  dtype=self.dtype, name="conv1")(x)
+      x = conv(self.width, (7, 7), (2, 2), padding=[(3, 3), (3, 3)], name="conv1")(x)
       x = nn.relu(norm(name="bn1")(x))
       # Max-pool pads with -inf, as torch does: padding never wins the max.
       x = nn.max_pool(x, (3, 3), (2, 2), padding=[(1, 1), (1, 1)])
@@ -158,7 +165,7 @@ class ResNet(nn.Module):
       for j in range(blocks):
         x = ResidualBlock(self.width * 2 ** i, 2 if (i > 0 and j == 0) else 1,
                           self.bottleneck, norm, self.dtype, self.block_dropout_rate,
-                          name=f"layer{i + 1}_{j}")(x, stochastic)
+                          self.kernel_grad, name=f"layer{i + 1}_{j}")(x, stochastic)
     x = jnp.mean(x, axis=(1, 2)).astype(jnp.float32)
     x = _dropout(self.dropout_rate, stochastic)(x)
     return nn.Dense(self.num_classes, name=HEAD)(x)
