@@ -133,9 +133,24 @@ def summarise_cpu(trace_path: str, hlo_text: str, steps: int, batch: int, top: i
   if not ops:
     return "no XLA:CPU ops in the trace (was XLA_FLAGS overridden?)"
   busy = sum(e["dur"] for e in ops)
+  cores = threads_busy(ops)
   head = (f"{len(ops)} ops over {steps} steps; {busy / 1e3 / steps:.1f} ms of op time per step "
-          "(ops on different threads may overlap)")
+          "(ops on different threads may overlap); of the ops' span, ms per step with "
+          + ", ".join(f"{n} thread(s) busy: {t / 1e3 / steps:.1f}" for n, t in sorted(cores.items())))
   return _tables(head, ops, families.get, steps, top, "op")
+
+
+def threads_busy(ops) -> collections.Counter:
+  """{n: microseconds during which exactly n threads ran an op}, over the ops' whole span."""
+  edges = sorted([(e["ts"], 1, e["tid"]) for e in ops] + [(e["ts"] + e["dur"], -1, e["tid"])
+                                                          for e in ops])
+  running, time_with = collections.Counter(), collections.Counter()
+  last = edges[0][0]
+  for t, change, tid in edges:
+    time_with[sum(1 for v in running.values() if v > 0)] += t - last
+    running[tid] += change
+    last = t
+  return time_with
 
 
 def main():
