@@ -3,9 +3,10 @@
 XLA computes the gradient of a convolution with respect to its kernel as another convolution,
 with the batch as the contracted feature dimension and the output image as a window as large as
 the input. On a CPU that convolution is the slowest op of a training step by far: for the
-default model (28 px, 16-64 channels, batch 128) the kernel gradients took about 200 of a
-step's ~360 ms on a 2-core CPU, plus ~40 ms of transposes into the layouts it wants (profiled
-with ``experiments/profile_step.py``; README, "CPU"). Here the same gradient is written as what it is,
+default model (28 px, 16-64 channels, batch 128) the kernel gradients took 127 of a step's
+270 ms of op time on a 2-core CPU, plus 36 ms of transposes into the layouts they want
+(``experiments/profile_step.py --kernel-grad=xla``; README, "Speed on a CPU"). Here the same
+gradient is written as what it is,
 
   dK[i, j] = sum over (n, h, w) of  X_pad[n, s*h + i, s*w + j, :]^T  dY[n, h, w, :],
 
@@ -15,8 +16,8 @@ caches of a small CPU. The forward pass and the input gradient stay XLA's own. T
 the same function; only the order of the floating-point sums in dK differs.
 
 ``kernel_grad`` picks the formulation: ``'xla'`` (XLA's, the same program as ``flax.linen.Conv``
-by default), ``'taps'`` (the above) or ``'auto'`` (``'taps'`` on CPU, ``'xla'`` elsewhere: on a
-GPU the library kernels already run the kernel gradient at forward speed).
+by default), ``'taps'`` (the above) or ``'auto'`` (``'taps'`` on CPU, ``'xla'`` elsewhere: GPUs
+and TPUs keep the program they were measured with).
 """
 from __future__ import annotations
 
