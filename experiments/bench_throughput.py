@@ -32,6 +32,7 @@ Each rate is the median of ``--repeats`` timed windows of ``--steps`` steps afte
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import statistics
@@ -100,8 +101,8 @@ def prepare(model_name: str, k: int, strategy: str, batch: int, size: int, dtype
   compiled = step.lower(states, seeds, images, labels, idx, lrs, 0, 0.0).compile()
   compile_s = time.perf_counter() - start
   # Counted on XLA's own kernel gradients: the per-tap loop's body would be counted once.
-  counted = step if kernel_grad == "xla" else setup(
-      model_name, k, strategy, size, dtype, image_size, kernel_grad="xla")[0].step_for(k, batch)[0]
+  counted = step if kernel_grad == "xla" else dataclasses.replace(
+      trainer, model=trainer.model.clone(kernel_grad="xla")).step_for(k, batch)[0]
   flops = step_flops(counted, (states, seeds, images, labels, idx, lrs, 0, 0.0))
   box = {"states": states, "t": 0}
 

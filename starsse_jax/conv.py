@@ -46,9 +46,8 @@ def conv_function(kernel_grad: str):
   """What ``flax.linen.Conv(conv_general_dilated=...)`` should call for ``kernel_grad``: None
   (Flax's default, ``lax.conv_general_dilated``) for ``'xla'``, else a function with its
   signature whose kernel gradient follows ``kernel_grad`` (``'auto'`` resolved when traced)."""
-  if resolve_kernel_grad(kernel_grad, backend="cpu") == "xla":  # validates, and 'xla' is fixed
-    return None
-  return _CONV_FUNCTIONS[kernel_grad]
+  resolve_kernel_grad(kernel_grad)  # validates
+  return None if kernel_grad == "xla" else _CONV_FUNCTIONS[kernel_grad]
 
 
 def _lax_conv(x, kernel, strides, padding):

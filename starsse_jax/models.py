@@ -78,14 +78,12 @@ class ResidualBlock(nn.Module):
   strides: int
   bottleneck: bool
   norm: Any
-  dtype: Any
+  conv: Any  # the network's convolution (``nn.Conv`` with its dtype and kernel gradient)
   dropout_rate: float = 0.0  # after the block's first conv-BN-ReLU (wide ResNets' placement)
-  kernel_grad: str = "auto"  # see ``starsse_jax.conv``
 
   @nn.compact
   def __call__(self, x, stochastic: bool = False):
-    conv = functools.partial(nn.Conv, use_bias=False, dtype=self.dtype,
-                             conv_general_dilated=conv_lib.conv_function(self.kernel_grad))
+    conv = self.conv
     pad1 = [(1, 1), (1, 1)]
     s = (self.strides, self.strides)
     drop = _dropout(self.dropout_rate, stochastic)
@@ -164,8 +162,8 @@ class ResNet(nn.Module):
     for i, blocks in enumerate(self.stage_sizes):
       for j in range(blocks):
         x = ResidualBlock(self.width * 2 ** i, 2 if (i > 0 and j == 0) else 1,
-                          self.bottleneck, norm, self.dtype, self.block_dropout_rate,
-                          self.kernel_grad, name=f"layer{i + 1}_{j}")(x, stochastic)
+                          self.bottleneck, norm, conv, self.block_dropout_rate,
+                          name=f"layer{i + 1}_{j}")(x, stochastic)
     x = jnp.mean(x, axis=(1, 2)).astype(jnp.float32)
     x = _dropout(self.dropout_rate, stochastic)(x)
     return nn.Dense(self.num_classes, name=HEAD)(x)
