@@ -1,7 +1,8 @@
 """Low-precision ensembles (Ex Uno Pluria) from StarSSE on the embedded Fashion-MNIST split.
 
-Trains exactly configs/starsse.py, then draws members without training by stochastic rounding
-of every conv/dense kernel onto a 4-, 5- and 6-bit grid (one scale per output channel):
+Trains configs/starsse.py's StarSSE (without its Local DE baseline), then draws members without
+training by stochastic rounding of every conv/dense kernel onto a 4-, 5- and 6-bit grid (one
+scale per output channel):
 round-to-nearest of member 1 (baseline), an LPE of 5 draws of member 1, and +LPE (5 draws of each
 of the 5 StarSSE members, 25 models), each with the float model's BatchNorm statistics and with
 statistics recomputed. A second table gives memory per model beside accuracy and NLL.

@@ -1,6 +1,6 @@
 """MC-dropout on the embedded Fashion-MNIST transfer split.
 
-One model is fine-tuned from the pre-trained network (20 epochs, cosine from lr 0.02) with
+One model is fine-tuned from the pre-trained network (40 epochs, cosine from lr 0.05) with
 dropout 0.2 before the head; at test time 10 stochastic passes with dropout on are its ensemble
 (BatchNorm uses its running statistics). The table lists the passes as members; the soups are
 the deterministic network (dropout off).

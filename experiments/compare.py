@@ -38,6 +38,7 @@ _SEEDS = flags.DEFINE_list("seeds", ["0", "1", "2"], "Fine-tuning seeds.")
 _METHODS = flags.DEFINE_list("methods", list(METHODS), "Methods to compare.")
 _EPOCHS = flags.DEFINE_float("epochs", 10.0, "E: the first fine-tuning's epochs; cycles, SWA "
                              "runs and MC-dropout use the same.")
+_LR = flags.DEFINE_float("lr", 0.02, "Fine-tuning peak learning rate.")
 _MEMBERS = flags.DEFINE_integer("members", 4, "K for the ensemble methods.")
 _TEST_PER_CLASS = flags.DEFINE_integer("test_per_class", 400, "Test images per target class.")
 _AME_LR = flags.DEFINE_float("ame_lr", 0.01, "Learning rate of the Adam and Adagrad AME soups.")
@@ -55,6 +56,11 @@ def method_config(method: str, seed: int):
   c.seed = seed
   c.finetune.epochs = _EPOCHS.value
   c.finetune.swa_epochs = _EPOCHS.value
+  # The settings of the README's table, pinned here since the defaults became the default run's:
+  # fine-tuning lr 0.02, StarSSE/SSE cycles of 0.5 x lr over 1 x E, 100 validation images/class.
+  c.finetune.lr = _LR.value
+  c.finetune.lr_ratio, c.finetune.cycle_ratio = 0.5, 1.0
+  c.data.target_val_per_class = 100
   if method != "mc_dropout":
     c.num_members = _MEMBERS.value
   c.data.target_test_per_class = _TEST_PER_CLASS.value

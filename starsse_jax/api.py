@@ -41,6 +41,9 @@ class Ensemble:
   variables: dict[str, Any]  # {'params', 'batch_stats'}, leading member axis
   member_names: list[str]
   phases: list[dict[str, Any]]  # name, members, lr_table, history
+  # eval.baseline='local_de': the Local DE trained in the same run (its member 0 is this
+  # ensemble's member 0), evaluated beside it.
+  baseline: "Ensemble | None" = None
 
   @property
   def num_members(self) -> int:
@@ -195,6 +198,8 @@ def finetune(config, data: TransferData, pretrained: dict[str, Any], writer=None
       swa_schedule=ft.swa_schedule, swa_start=ft.swa_start,
       swa_collect_every=ft.swa_collect_every)
   plan = methods.build_plan(config.method, budget)
+  if config.eval.baseline == "local_de":
+    plan = methods.with_local_de_baseline(plan)
   model = models.build_model(config.model, data.num_target_classes)
   trainer = _trainer(config, model, data, ft)
   checkpointer = _checkpointer(config, trainer, data, workdir, config.method)
@@ -203,15 +208,25 @@ def finetune(config, data: TransferData, pretrained: dict[str, Any], writer=None
                                   writer=writer, checkpointer=checkpointer,
                                   save_every=config.checkpoint_every_steps, stop=stop,
                                   drop_diverged=config.drop_diverged_members)
-  names, phase_info, first = [], [], 0
+  names, phase_info, positions, first = [], [], [], 0
   for planned, phase in zip(plan, phases):
     names += [f"{phase.name}[{i - first}]" for i in phase.member_ids]
+    positions.append(list(range(len(names) - len(phase.member_ids), len(names))))
     phase_info.append({"name": phase.name, "members": phase.member_ids,
                        "lr_table": phase.lr_table, "history": phase.history,
                        "seconds": phase.seconds, "first_step_seconds": phase.first_step_seconds})
     first += planned.num_members
-  return Ensemble(model, {"params": states["params"], "batch_stats": states["batch_stats"]},
-                  names, phase_info)
+  variables = {"params": states["params"], "batch_stats": states["batch_stats"]}
+  if plan[-1].name != methods.BASELINE_PHASE:
+    return Ensemble(model, variables, names, phase_info)
+  # Stacked positions (not plan ids: diverged members may have been dropped) of each ensemble.
+  own = [p for ps in positions[:-1] for p in ps]
+  local = positions[0] + positions[-1]
+  pick = lambda ids, of: [of[i] for i in ids]
+  baseline = Ensemble(model, members.take(variables, local), pick(local, names),
+                      [phase_info[0], phase_info[-1]])
+  return Ensemble(model, members.take(variables, own), pick(own, names), phase_info[:-1],
+                  baseline)
 
 
 def _predict(config, data: TransferData, model, variables, images,
@@ -322,10 +337,13 @@ def make_soups(config, data: TransferData, ens: Ensemble,
 
 def _dee_reference(config, results: dict[str, Any]) -> list[float] | None:
   """Calibrated test NLL of Local DE at sizes 1..L: this run's when it is a Local DE, else the
-  curve in ``eval.dee_reference`` (a Local DE run's results.json)."""
+  curve in ``eval.dee_reference`` (a Local DE run's results.json), else this run's Local DE
+  baseline's (``eval.baseline``)."""
   if config.method == "local_de":
     return results["uncertainty"]["size_curve_calibrated_nll"]
   if not config.eval.dee_reference:
+    if "baseline" in results:
+      return results["baseline"]["uncertainty"]["size_curve_calibrated_nll"]
     return None
   with open(config.eval.dee_reference) as f:
     reference = json.load(f)
@@ -338,6 +356,8 @@ def _dee_reference(config, results: dict[str, Any]) -> list[float] | None:
 def evaluate(config, data: TransferData, ens: Ensemble) -> dict[str, Any]:
   """Test and validation metrics of members, ensemble (sizes 1..K) and soups (JSON-ready), with
   calibrated metrics, DEE, OOD detection and selective prediction (``uncertainty``)."""
+  if ens.baseline is not None:
+    return _with_baseline(config, data, ens)
   passes = mc_passes(config, ens.model)
   names = ens.member_names if not passes else [
       f"{name} pass {s}" for name in ens.member_names for s in range(passes)]
@@ -389,20 +409,43 @@ def evaluate(config, data: TransferData, ens: Ensemble) -> dict[str, Any]:
         config.eval.low_precision_scale == "channel", bins)
   reference = _dee_reference(config, results)
   if reference is not None:
-    dee = lambda report: uncertainty.deep_ensemble_equivalent(report["calibrated"]["nll"],
-                                                              reference)
-    u = results["uncertainty"]
-    results["dee"] = {
-        "reference": config.eval.dee_reference or "this run",
-        "members": [dee(m) for m in u["members"]], "ensemble": dee(u["ensemble"]),
-        "size_curve": [uncertainty.deep_ensemble_equivalent(v, reference)
-                       for v in u["size_curve_calibrated_nll"]],
-        "greedy_ensemble": dee(results["greedy_ensemble"]["uncertainty"]),
-        "soups": {name: dee(s["uncertainty"]) for name, s in results.get("soups", {}).items()}}
+    results["dee"] = _dee_report(results, reference, config.eval.dee_reference or "this run")
   results["curves"] = {name: {"reliability": uncertainty.reliability_bins(p, test_y, bins),
                               "risk_coverage": _thin(*uncertainty.risk_coverage(p, test_y))}
                        for name, p in curves.items()}
   return results
+
+
+def _with_baseline(config, data: TransferData, ens: Ensemble) -> dict[str, Any]:
+  """``evaluate`` of the method's ensemble, with its Local DE baseline evaluated the same way
+  (members, ensemble, greedy ensemble, calibration, OOD; no soups) under ``'baseline'``; the
+  baseline's calibrated-NLL size curve is the DEE reference unless ``eval.dee_reference`` names
+  another."""
+  local = config.copy_and_resolve_references()
+  with local.unlocked():
+    local.method, local.eval.soups, local.eval.mc_samples = "local_de", False, 0
+    local.eval.low_precision_bits, local.eval.dee_reference = (), ""
+  baseline = evaluate(local, data, dataclasses.replace(ens.baseline, baseline=None))
+  baseline.pop("curves")
+  results = evaluate(config, data, dataclasses.replace(ens, baseline=None))
+  results["baseline"] = baseline
+  # DEE needs the baseline's curve: computed again now that results hold it.
+  if "dee" not in results:
+    results["dee"] = _dee_report(results, _dee_reference(config, results),
+                                 "this run's Local DE baseline")
+  return results
+
+
+def _dee_report(results: dict[str, Any], reference: list[float], name: str) -> dict[str, Any]:
+  """Deep-ensemble equivalents of every model in ``results`` against a Local DE curve."""
+  dee = lambda report: uncertainty.deep_ensemble_equivalent(report["calibrated"]["nll"], reference)
+  u = results["uncertainty"]
+  return {"reference": name, "members": [dee(m) for m in u["members"]],
+          "ensemble": dee(u["ensemble"]),
+          "size_curve": [uncertainty.deep_ensemble_equivalent(v, reference)
+                         for v in u["size_curve_calibrated_nll"]],
+          "greedy_ensemble": dee(results["greedy_ensemble"]["uncertainty"]),
+          "soups": {name: dee(s["uncertainty"]) for name, s in results.get("soups", {}).items()}}
 
 
 def _thin(coverage, risk, points: int = 200) -> dict[str, list[float]]:
@@ -507,8 +550,9 @@ def run(config, workdir: str, data: TransferData | tuple | None = None) -> dict[
     times["evaluate_s"] = time.perf_counter() - t
   finally:
     writer.close()
+  trained = ens.phases + (ens.baseline.phases[1:] if ens.baseline is not None else [])
   results["phases"] = [{"name": p["name"], "members": p["members"],
-                        "steps": len(p["lr_table"]), "history": p["history"]} for p in ens.phases]
+                        "steps": len(p["lr_table"]), "history": p["history"]} for p in trained]
   results["config"] = config.to_dict()
   report.write_json(os.path.join(workdir, "results.json"), results)
   # Timing lives apart so that results.json depends on the config alone (a resumed run's equals
@@ -520,9 +564,9 @@ def run(config, workdir: str, data: TransferData | tuple | None = None) -> dict[
        "first_step_s": round(p["first_step_seconds"], 2),
        "member_img_per_s": round((len(p["lr_table"]) - 1) * batch * len(p["members"]) /
                                  max(p["seconds"] - p["first_step_seconds"], 1e-9), 1)}
-      for p in ens.phases if p["seconds"] and len(p["lr_table"]) > 1]
+      for p in trained if p["seconds"] and len(p["lr_table"]) > 1]
   report.write_json(os.path.join(workdir, "timing.json"), results["timing"])
-  report.plot_learning_rates(os.path.join(workdir, "learning_rates.png"), ens.phases)
+  report.plot_learning_rates(os.path.join(workdir, "learning_rates.png"), trained)
   report.plot_size_curve(os.path.join(workdir, "ensemble_size.png"), results)
   report.plot_reliability(os.path.join(workdir, "reliability.png"), results["curves"])
   report.plot_risk_coverage(os.path.join(workdir, "risk_coverage.png"), results["curves"])

@@ -29,7 +29,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.data.source_classes = (0, 1, 2, 3, 4)
   c.data.target_classes = (5, 6, 7, 8, 9)
   c.data.target_train_per_class = 200  # 0 (whole-dataset targets only): all but the val slice
-  c.data.target_val_per_class = 100
+  c.data.target_val_per_class = 200  # chooses greedy members/soups and fits temperatures
   c.data.target_test_per_class = 0  # 0: the whole test split of the target classes
   c.data.crop_padding = 2
   c.data.image_size = 0  # 0: native size, padded crop; N: random-resized-crop to N px (e.g. 224)
@@ -66,20 +66,20 @@ def base_config() -> ml_collections.ConfigDict:
   c.pretrain.batch_size = 128
 
   c.finetune = ml_collections.ConfigDict()
-  c.finetune.epochs = 20.0  # E
-  c.finetune.lr = 0.02
+  c.finetune.epochs = 40.0  # E: where the first model's validation NLL levels off (README)
+  c.finetune.lr = 0.05
   c.finetune.weight_decay = 5e-4
   c.finetune.momentum = 0.9
   c.finetune.batch_size = 50
-  c.finetune.lr_ratio = 0.5  # SSE / StarSSE cycle peak = lr_ratio * lr
-  c.finetune.cycle_ratio = 1.0  # SSE / StarSSE cycle length = cycle_ratio * E epochs
+  c.finetune.lr_ratio = 2.0  # SSE / StarSSE cycle peak = lr_ratio * lr
+  c.finetune.cycle_ratio = 0.25  # SSE / StarSSE cycle length = cycle_ratio * E epochs
   c.finetune.fge_cycle_epochs = 4
   c.finetune.fge_lr_1 = 0.01
   c.finetune.fge_lr_2 = 1e-4
   # SWA (method 'swa'): from the fine-tuned model, swa_epochs at a constant swa_lr ('constant') or
   # a sawtooth swa_lr -> swa_lr_min per collection period ('cyclic'); weights averaged every
   # swa_collect_every epochs after swa_start epochs.
-  c.finetune.swa_epochs = 20.0  # = E: one SWA run costs one StarSSE branch
+  c.finetune.swa_epochs = 10.0  # = cycle_ratio x E: one SWA run costs one StarSSE branch
   c.finetune.swa_lr = 0.01
   c.finetune.swa_lr_min = 1e-4
   c.finetune.swa_schedule = "constant"
@@ -94,6 +94,10 @@ def base_config() -> ml_collections.ConfigDict:
   # A Local DE results.json whose calibrated-NLL size curve is the DEE reference ('' = none; a
   # local_de run is its own reference).
   c.eval.dee_reference = ""
+  # 'local_de': also train a Local DE of the method's training compute (member 0 shared; K members
+  # for StarSSE and SSE at cycle_ratio 1, 1 + (K-1) x cycle_ratio in general) and report it beside
+  # the method, as the DEE reference unless eval.dee_reference names another. '' = none.
+  c.eval.baseline = ""
   c.eval.soups = True
   # AME soup (data-free averaging by an optimiser): '' (off), 'sgd' (step 1/i: the uniform soup),
   # 'adam' or 'adagrad' at eval.ame_lr, eval.ame_passes passes through the members.
@@ -153,6 +157,13 @@ def validate(config: ml_collections.ConfigDict, data_given: bool = False) -> Non
   need(config.execution.member_strategy in members.STRATEGIES,
        f"execution.member_strategy={config.execution.member_strategy!r}; choose one of "
        f"{members.STRATEGIES}.")
+  need(config.eval.baseline in methods.BASELINES,
+       f"eval.baseline={config.eval.baseline!r}; use '' (none) or 'local_de'.")
+  need(not config.eval.baseline or (
+      config.method not in ("local_de", "global_de", "mc_dropout") and config.num_members >= 2),
+       f"eval.baseline={config.eval.baseline!r} compares a method that starts from one fine-tuned "
+       f"model (starsse, sse, fge, swa; num_members >= 2) with Local DE; method={config.method!r} "
+       f"with num_members={config.num_members} has none: set eval.baseline=''.")
   need(config.eval.basin_points >= 2,
        f"eval.basin_points={config.eval.basin_points!r}; a curve needs at least 2 points.")
   need(config.execution.kernel_grad in conv.KERNEL_GRADS,

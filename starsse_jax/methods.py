@@ -176,6 +176,32 @@ METHODS: dict[str, Callable[[Budget], list[Phase]]] = {
 }
 
 
+BASELINES = ("", "local_de")
+BASELINE_PHASE = "local_de_baseline"
+
+
+def with_local_de_baseline(plan: list[Phase]) -> list[Phase]:
+  """``plan`` followed by the other members of a Local DE that costs what ``plan`` costs, so that
+  one run compares a method with Local DE on the same data, checkpoint and training compute.
+
+  The plan's first model (member 0: ordinary fine-tuning from pre-trained checkpoint 0) is also
+  the Local DE's first member; the appended phase fine-tunes more members from the same checkpoint
+  with the same schedule (new heads, data orders and augmentation). The Local DE has
+  ``round(plan's member-steps / first phase's steps)`` members (at least 2): K for StarSSE and
+  SSE at cycle_ratio 1, 1 + (K-1) x cycle_ratio in general. The method's members keep their ids.
+  """
+  first = plan[0]
+  if first.starts != (Start("pretrained", 0),) or len(plan) < 2:
+    raise ValueError("A Local DE baseline needs a method whose first phase fine-tunes one model "
+                     "from the pre-trained checkpoint and whose later phases start from it "
+                     "(starsse, sse, fge, swa); for local_de, global_de and mc_dropout set "
+                     "eval.baseline=''.")
+  member_steps = sum(p.num_members * p.num_steps for p in plan)
+  extra = max(2, int(round(member_steps / first.num_steps))) - 1
+  return plan + [Phase(BASELINE_PHASE, (first.starts[0],) * extra, first.schedules * extra,
+                       first.num_steps)]
+
+
 def pretrain_plan(num_checkpoints: int, steps_per_epoch: int, epochs: float,
                   lr: float) -> list[Phase]:
   """Independent pre-training runs from fresh initialisations, stacked into one phase."""

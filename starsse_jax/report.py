@@ -27,6 +27,10 @@ def rows(results: dict[str, Any]) -> list[tuple[str, dict[str, float]]]:
          for k, (name, m, mu) in enumerate(zip(results["member_names"], ens["members"], member_u))]
   out.append((f"ensemble of {len(ens['members'])} ({results['method']})",
               _with_uncertainty(ens["ensemble"], u.get("ensemble"))))
+  if "baseline" in results:
+    b = results["baseline"]
+    out.append((f"local DE of {len(b['test']['members'])} (baseline)",
+                _with_uncertainty(b["test"]["ensemble"], b["uncertainty"]["ensemble"])))
   if "greedy_ensemble" in results:
     g = results["greedy_ensemble"]
     n = len(g["members"])
@@ -49,6 +53,11 @@ def table(results: dict[str, Any]) -> str:
   lines.append("")
   lines.append(f"diversity: disagreement {div['disagreement']:.4f}, "
                f"KL to ensemble {div['kl_to_ensemble']:.4f}")
+  if "baseline" in results:
+    b = results["baseline"]["test"]
+    acc = [m["accuracy"] for m in b["members"]]
+    lines.append(f"local DE baseline: members' accuracy {min(acc):.4f}-{max(acc):.4f}, "
+                 f"disagreement {b['diversity']['disagreement']:.4f}")
   u = results.get("uncertainty", {})
   if u.get("ood_set"):
     lines.append(f"OOD set: {u['ood_set']} (AUROC of max-softmax; mutual information for the "

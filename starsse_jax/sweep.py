@@ -7,7 +7,7 @@ per lr_ratio advances per phase. Training is checkpointed like any run (a rerun 
 finished seed's numbers are written to ``seed_<s>-<hash>.json`` and not recomputed.
 
 Outputs in the workdir: ``sweep.csv`` (one row per seed x cell, every number), ``basin.csv``
-(interpolation curves from the first model to SSE/StarSSE members, first seed), ``summary.md``
+(interpolation curves from the first model to SSE/StarSSE members, every seed), ``summary.md``
 (best setting per method, mean +- std over seeds, and the paper's claims checked), and figures
 ``sweep_ensemble.png``, ``sweep_soups.png``, ``sweep_members.png``, ``sweep_interpolation.png``.
 """
@@ -24,13 +24,14 @@ from typing import Any
 import numpy as np
 
 from starsse_jax import (api, basin, configlib, members, methods, metrics, models, report,
-                         resume, train, uncertainty)
+                         resume, stats, train, uncertainty)
 from starsse_jax.data import TransferData, load_transfer_data
 
 COLUMNS = ("seed", "method", "lr_ratio", "cycle_ratio", "ensemble_accuracy", "ensemble_nll",
            "ensemble_ece", "ensemble_cal_nll", "dee", "member_accuracy", "member_nll", "disagreement",
-           "uniform_soup_accuracy", "uniform_soup_nll", "greedy_soup_accuracy",
-           "greedy_soup_nll", "greedy_soup_size", "l2_to_first", "l2_to_pretrained",
+           "val_ensemble_accuracy", "val_ensemble_nll", "uniform_soup_accuracy", "uniform_soup_nll",
+           "uniform_soup_val_accuracy", "greedy_soup_accuracy", "greedy_soup_nll",
+           "greedy_soup_val_accuracy", "greedy_soup_size", "l2_to_first", "l2_to_pretrained",
            "barrier_from_first", "left_basin")
 BASIN_COLUMNS = ("seed", "method", "lr_ratio", "cycle_ratio", "alpha", "nll", "accuracy")
 
@@ -137,6 +138,8 @@ def evaluate_seed(config, data: TransferData, model, variables, plan: methods.Sw
         "ensemble_accuracy": report_["ensemble"]["accuracy"],
         "ensemble_nll": report_["ensemble"]["nll"], "ensemble_ece": report_["ensemble"]["ece"],
         "ensemble_cal_nll": ens_cal_nll,
+        "val_ensemble_accuracy": metrics.accuracy(metrics.ensemble(val[ids]), val_y),
+        "val_ensemble_nll": metrics.nll(metrics.ensemble(val[ids]), val_y),
         "dee": uncertainty.deep_ensemble_equivalent(ens_cal_nll, reference),
         "member_accuracy": float(np.mean([m["accuracy"] for m in report_["members"]])),
         "member_nll": float(np.mean([m["nll"] for m in report_["members"]])),
@@ -150,6 +153,7 @@ def evaluate_seed(config, data: TransferData, model, variables, plan: methods.Sw
       if name in soups:
         row[f"{name}_soup_accuracy"] = soups[name]["test"]["accuracy"]
         row[f"{name}_soup_nll"] = soups[name]["test"]["nll"]
+        row[f"{name}_soup_val_accuracy"] = soups[name]["val_accuracy"]
     if "greedy" in soups:
       row["greedy_soup_size"] = len(soups["greedy"]["members"])
     if basin_curves and method in ("sse", "starsse") and cr == float(c.sweep.basin_cycle_ratio):
@@ -177,8 +181,7 @@ def run_sweep(config, workdir: str, data: TransferData | None = None,
   timing = {"pretrain_s": time.perf_counter() - start}
   rows, curves = [], []
   for i, seed in enumerate(config.sweep.seeds):
-    # Named by the settings' hash, so that a changed config never reuses another's numbers.
-    path = os.path.join(workdir, f"seed_{seed}-{resume.fingerprint(config.to_dict(), ())}.json")
+    path = seed_path(config, workdir, seed)
     if os.path.exists(path):
       with open(path) as f:
         done = json.load(f)
@@ -188,7 +191,7 @@ def run_sweep(config, workdir: str, data: TransferData | None = None,
       model, variables, plan = train_seed(config, data, pretrained, seed, workdir, stop)
       t_train = time.perf_counter() - t
       done = evaluate_seed(config, data, model, variables, plan, pretrained, seed,
-                           basin_curves=i == 0)
+                           basin_curves=True)
       done["timing"] = {"train_s": t_train, "evaluate_s": time.perf_counter() - t - t_train}
       report.write_json(path, done)
       logging.info("Seed %d done: train %.0f s, evaluate %.0f s.", seed, t_train,
@@ -205,6 +208,15 @@ def run_sweep(config, workdir: str, data: TransferData | None = None,
   plot_sweep(workdir, rows, curves)
   report.write_json(os.path.join(workdir, "timing.json"), timing)
   return {"rows": rows, "curves": curves, "summary": summary, "timing": timing}
+
+
+def seed_path(config, workdir: str, seed: int) -> str:
+  """Where a finished seed's numbers live: named by a hash of every setting but the list of seeds,
+  so that a changed config never reuses another's numbers while a sweep extended with more seeds
+  (or split over processes by seed) reuses the seeds it has."""
+  settings = config.to_dict()
+  settings["sweep"] = {k: v for k, v in settings["sweep"].items() if k != "seeds"}
+  return os.path.join(workdir, f"seed_{seed}-{resume.fingerprint(settings, ())}.json")
 
 
 def write_csv(path: str, rows: list[dict[str, Any]], columns) -> None:
@@ -232,12 +244,17 @@ def _stat(group, key) -> tuple[float, float]:
   return float(np.mean(values)), float(np.std(values))
 
 
-def best_cells(rows, key: str = "ensemble_accuracy", cycle_ratio=None) -> dict[str, tuple]:
-  """Per method, the (lr_ratio, cycle_ratio) cell with the best mean ``key`` over seeds (only
-  cells of ``cycle_ratio``, and the baselines, when it is given)."""
+def best_cells(rows, key: str = "val_ensemble_accuracy", cycle_ratio=None,
+               max_lr_ratio=None) -> dict[str, tuple]:
+  """Per method, the (lr_ratio, cycle_ratio) cell with the best mean ``key`` over seeds: by
+  default the validation slice's ensemble accuracy, so that the test set only reports. Only
+  cells of ``cycle_ratio`` and with lr_ratio <= ``max_lr_ratio`` (and the baselines) compete
+  when they are given."""
   best = {}
   for (method, r, cr), group in _cells(rows).items():
     if cycle_ratio is not None and cr not in (None, cycle_ratio):
+      continue
+    if max_lr_ratio is not None and r is not None and r > max_lr_ratio:
       continue
     mean = _stat(group, key)[0]
     if method not in best or mean > best[method][1]:
@@ -245,87 +262,155 @@ def best_cells(rows, key: str = "ensemble_accuracy", cycle_ratio=None) -> dict[s
   return {method: cell for method, (cell, _) in best.items()}
 
 
+_TABLE_KEYS = ("ensemble_accuracy", "ensemble_nll", "ensemble_cal_nll", "dee", "member_accuracy",
+               "uniform_soup_accuracy", "greedy_soup_accuracy")
+
+
 def _best_table(cells, best) -> list[str]:
   fmt = lambda group, key: "{:.4f} +- {:.4f}".format(*_stat(group, key))
-  lines = ["| method | lr_ratio | cycle_ratio | ensemble acc | ensemble NLL | member acc | "
-           "uniform soup acc | greedy soup acc |", "|---|---|---|---|---|---|---|---|"]
+  lines = ["| method | lr_ratio | cycle_ratio | ensemble acc | ensemble NLL | calibrated NLL | "
+           "DEE | member acc | uniform soup acc | greedy soup acc |", "|---" * 10 + "|"]
   for method in ("local_de", "global_de", "sse", "starsse"):
     if method not in best:
       continue
     r, cr = best[method]
     g = cells[(method, r, cr)]
     lines.append(f"| {method} | {'-' if r is None else f'{r:g}'} | "
-                 f"{'-' if cr is None else f'{cr:g}'} | {fmt(g, 'ensemble_accuracy')} | "
-                 f"{fmt(g, 'ensemble_nll')} | {fmt(g, 'member_accuracy')} | "
-                 f"{fmt(g, 'uniform_soup_accuracy')} | {fmt(g, 'greedy_soup_accuracy')} |")
+                 f"{'-' if cr is None else f'{cr:g}'} | "
+                 + " | ".join(fmt(g, key) for key in _TABLE_KEYS) + " |")
   return lines
 
 
+def _paired(cells, a, b, key) -> dict[str, float]:
+  """``stats.paired_difference`` of ``key`` between cells ``a`` and ``b`` over their common
+  seeds."""
+  values = lambda cell: {r["seed"]: r[key] for r in cells.get(cell, []) if r.get(key) is not None}
+  va, vb = values(a), values(b)
+  seeds = sorted(set(va) & set(vb))
+  if not seeds:
+    return {"mean": math.nan, "low": math.nan, "high": math.nan, "n": 0}
+  return stats.paired_difference([va[s] for s in seeds], [vb[s] for s in seeds])
+
+
+def _compare(cells, a, b) -> tuple[str, str]:
+  """(verdict, text) of 'cell a beats cell b' in accuracy and calibrated NLL: 'yes' only when
+  both intervals say so, 'no' when either says the reverse."""
+  acc = _paired(cells, a, b, "ensemble_accuracy")
+  nll = _paired(cells, a, b, "ensemble_cal_nll")
+  v = (stats.verdict(acc), stats.verdict(nll, better="lower"))
+  decided = "yes" if v == ("yes", "yes") else "no" if "no" in v else "unresolved"
+  return decided, (f"accuracy {stats.describe(acc)} ({v[0]}), calibrated NLL "
+                   f"{stats.describe(nll)} ({v[1]}); n = {acc['n']} seeds")
+
+
+def _name(cell) -> str:
+  method, r, cr = cell
+  return method if r is None else f"{method} (lr_ratio {r:g}, cycle_ratio {cr:g})"
+
+
 def summarize(rows, threshold: float) -> str:
-  """Markdown: the best setting per method (mean +- std over seeds) and the paper's claims."""
+  """Markdown: the best setting per method (chosen on the validation slice; test mean +- std
+  over seeds), the basin barrier per lr ratio, and the paper's claims, each decided by a paired
+  comparison over seeds with a 95% t interval."""
   cells = _cells(rows)
   best = best_cells(rows)
   seeds = sorted({r["seed"] for r in rows})
-  lines = [f"Best setting per method by mean ensemble test accuracy over {len(seeds)} seed(s) "
-           f"{seeds}; mean +- std.", ""] + _best_table(cells, best)
+  lines = [f"Best setting per method, chosen by mean ensemble accuracy on the validation slice; "
+           f"test metrics, mean +- std over {len(seeds)} seed(s) {seeds}. DEE: calibrated NLL "
+           "as the number of Local DE members that match it.", ""] + _best_table(cells, best)
   if any(k[2] == 1.0 for k in cells):
-    lines += ["", "At equal training compute (cycle_ratio 1: every method trains 5 x E "
-              "member-epochs for K = 5):", ""] + _best_table(cells, best_cells(rows,
-                                                                                cycle_ratio=1.0))
-  lines += ["", "Claims of the paper, checked on these numbers (means over seeds):", ""]
-  lines += _claims(rows, cells, best, threshold)
+    lines += ["", "At equal training compute (cycle_ratio 1: every method trains K x E "
+              "member-epochs):", ""] + _best_table(cells, best_cells(rows, cycle_ratio=1.0))
+  lines += ["", *_barrier_table(rows, threshold)]
+  lines += ["", "Claims of the paper: each difference is mean [95% t interval] over seeds, paired "
+            "by seed (same pre-trained checkpoint, data and first model); 'yes' only where the "
+            "intervals exclude zero.", ""]
+  lines += _claims(cells, best, rows, threshold)
   return "\n".join(lines) + "\n"
 
 
-def _claims(rows, cells, best, threshold) -> list[str]:
-  m = lambda method, r, cr, key: _stat(cells.get((method, r, cr), []), key)[0]
-  local = lambda key: m("local_de", None, None, key)
+def _barrier_table(rows, threshold) -> list[str]:
+  """Interpolation barrier (test NLL above the straight line) from the first model to a member,
+  per method and lr ratio, with the share of seeds that left the basin."""
+  done = [r for r in rows if r.get("barrier_from_first") is not None]
+  if not done:
+    return []
+  lines = [f"Basin barrier from the first model (nats of test NLL; left the basin above "
+           f"{threshold:g}), cycle_ratio {done[0]['cycle_ratio']:g}: mean [95% t interval], "
+           "seeds that left", "", "| lr_ratio | SSE (last member) | StarSSE (a branch) |",
+           "|---|---|---|"]
+  for r in sorted({row["lr_ratio"] for row in done}):
+    cell = []
+    for method in ("sse", "starsse"):
+      b = [row["barrier_from_first"] for row in done
+           if row["method"] == method and row["lr_ratio"] == r]
+      if not b:
+        cell.append("-")
+        continue
+      i = stats.paired_difference(b, [0.0] * len(b))
+      cell.append(f"{i['mean']:.3f} [{i['low']:.3f}, {i['high']:.3f}], "
+                  f"{sum(v > threshold for v in b)}/{len(b)}")
+    lines.append(f"| {r:g} | {cell[0]} | {cell[1]} |")
+  return lines
+
+
+def _claims(cells, best, rows, threshold) -> list[str]:
   out = []
-  g_acc, l_acc = m("global_de", None, None, "ensemble_accuracy"), local("ensemble_accuracy")
-  g_nll, l_nll = m("global_de", None, None, "ensemble_nll"), local("ensemble_nll")
-  out.append(f"1. Global DE > Local DE: {'yes' if g_acc > l_acc else 'no'} (accuracy "
-             f"{g_acc:.4f} vs {l_acc:.4f}; NLL {g_nll:.4f} vs {l_nll:.4f}).")
-  sse_cells = {k: v for k, v in cells.items() if k[0] == "sse"}
-  if sse_cells:
-    top = max(k[1] for k in sse_cells)
-    (br, bcr) = best["sse"]
-    per_cycle = []
-    for cr in sorted({k[2] for k in sse_cells}):
-      barrier = m("sse", top, cr, "barrier_from_first")
-      per_cycle.append(f"cycle_ratio {cr:g}: acc {m('sse', top, cr, 'ensemble_accuracy'):.4f}, "
-                       f"member acc {m('sse', top, cr, 'member_accuracy'):.4f}"
-                       + ("" if math.isnan(barrier) else f", barrier {barrier:.3f}"))
-    best_acc = m("sse", br, bcr, "ensemble_accuracy")
-    top_acc = max(m("sse", top, cr, "ensemble_accuracy") for cr in {k[2] for k in sse_cells})
-    barriers = [r["barrier_from_first"] for r in rows
-                if r["method"] == "sse" and r["lr_ratio"] == top
-                and r.get("barrier_from_first") is not None]
-    left = any(b > threshold for b in barriers)
-    out.append(f"2. SSE with a large lr leaves the basin and degrades: "
-               f"{'yes' if left and top_acc < best_acc else 'no'} (largest lr_ratio {top:g}: "
-               f"{'; '.join(per_cycle)}; best SSE lr_ratio {br:g}, cycle_ratio {bcr:g}: acc "
-               f"{best_acc:.4f}; barrier threshold {threshold:g} nats).")
+  local, glob = ("local_de", None, None), ("global_de", None, None)
+  verdict, text = _compare(cells, glob, local)
+  out.append(f"1. Global DE beats Local DE: {verdict} (Global - Local: {text}).")
+  if "sse" in best:
+    top = max(k[1] for k in cells if k[0] == "sse")
+    br, bcr = best["sse"]
+    barriers = [r["barrier_from_first"] for r in rows if r["method"] == "sse"
+                and r["lr_ratio"] == top and r.get("barrier_from_first") is not None]
+    left = stats.paired_difference(barriers, [threshold] * len(barriers)) if barriers else {
+        "mean": math.nan, "low": math.nan, "high": math.nan, "n": 0}
+    left_v = stats.verdict(left)
+    if br == top:
+      degrade_v, degrade = "no", f"the largest lr_ratio {top:g} is also SSE's best on validation"
+    else:
+      degrade_v, degrade = _compare(cells, ("sse", br, bcr), ("sse", top, bcr))
+      degrade = f"best SSE (lr_ratio {br:g}) - SSE at lr_ratio {top:g}, cycle_ratio {bcr:g}: {degrade}"
+    verdict = ("yes" if (left_v, degrade_v) == ("yes", "yes") else
+               "no" if "no" in (left_v, degrade_v) else "unresolved")
+    out.append(f"2. SSE with a large lr leaves the basin and degrades: {verdict} (barrier at "
+               f"lr_ratio {top:g} minus the threshold {threshold:g}: "
+               f"{stats.describe(left, 3)} ({left_v}, n = {left['n']}); {degrade}).")
   if "starsse" in best:
-    moderate = [k for k in cells if k[0] == "starsse" and k[1] <= 2]
+    moderate = best_cells(rows, max_lr_ratio=2.0).get("starsse")
     if moderate:
-      cell = max(moderate, key=lambda k: m(*k, "ensemble_accuracy"))
-      s_acc, s_nll = m(*cell, "ensemble_accuracy"), m(*cell, "ensemble_nll")
-      out.append(f"3. StarSSE at a moderate lr beats Local DE: "
-                 f"{'yes' if s_acc > l_acc else 'no'} (best StarSSE with lr_ratio <= 2: "
-                 f"lr_ratio {cell[1]:g}, cycle_ratio {cell[2]:g}, acc {s_acc:.4f}, NLL "
-                 f"{s_nll:.4f}; Local DE acc {l_acc:.4f}, NLL {l_nll:.4f}).")
-    soup = {}
-    for method in ("starsse", "sse", "local_de"):
-      for name in ("uniform", "greedy"):
-        key = f"{name}_soup_accuracy"
-        soup[(method, name)] = max((m(*k, key), k) for k in cells if k[0] == method)
-    wins = all(soup[("starsse", n)][0] > soup[(o, n)][0]
-               for n in ("uniform", "greedy") for o in ("sse", "local_de"))
-    detail = "; ".join(
-        f"{n}: StarSSE {soup[('starsse', n)][0]:.4f}, SSE {soup[('sse', n)][0]:.4f}, "
-        f"Local DE {soup[('local_de', n)][0]:.4f}" for n in ("uniform", "greedy"))
-    out.append(f"4. StarSSE soups beat SSE and Local-DE soups: {'yes' if wins else 'no'} "
-               f"(best soup accuracy per method over the grid; {detail}).")
+      cell = ("starsse",) + moderate
+      verdict, text = _compare(cells, cell, local)
+      out.append(f"3. StarSSE at a moderate lr beats Local DE: {verdict} ({_name(cell)}, chosen "
+                 f"on validation among lr_ratio <= 2, - Local DE: {text}).")
+    equal = best_cells(rows, cycle_ratio=1.0, max_lr_ratio=2.0).get("starsse")
+    if equal and equal[1] == 1.0:
+      cell = ("starsse",) + equal
+      verdict, text = _compare(cells, cell, local)
+      out.append(f"3b. ... at equal compute (cycle_ratio 1): {verdict} ({_name(cell)} - Local DE: "
+                 f"{text}).")
+    if "sse" in best:
+      a, b = ("starsse",) + best["starsse"], ("sse",) + best["sse"]
+      verdict, text = _compare(cells, a, b)
+      out.append(f"4. StarSSE beats SSE, each at its best setting on validation: {verdict} "
+                 f"({_name(a)} - {_name(b)}: {text}).")
+    parts, verdicts = [], []
+    for soup in ("uniform", "greedy"):
+      key, val_key = f"{soup}_soup_accuracy", f"{soup}_soup_val_accuracy"
+      chosen = best_cells(rows, key=val_key)
+      for other in ("sse", "local_de"):
+        if other not in chosen or "starsse" not in chosen:
+          continue
+        a, b = ("starsse",) + chosen["starsse"], (other,) + chosen[other]
+        i = _paired(cells, a, b, key)
+        verdicts.append(stats.verdict(i))
+        parts.append(f"{soup}: {_name(a)} - {_name(b)} {stats.describe(i)} ({verdicts[-1]})")
+    if verdicts:
+      verdict = ("yes" if all(v == "yes" for v in verdicts) else
+                 "no" if "no" in verdicts else "unresolved")
+      out.append(f"5. StarSSE soups beat SSE and Local-DE soups (soup test accuracy, each cell "
+                 f"chosen by its soup's validation accuracy): {verdict} ({'; '.join(parts)}).")
   return out
 
 
@@ -382,9 +467,10 @@ def plot_sweep(workdir: str, rows, curves) -> None:
 def _plot_curves(plt, path, rows, curves) -> None:
   """NLL from the first model to an SSE / StarSSE member, for the best and the largest lr."""
   best = best_cells(rows)
+  first_seed = curves[0]["seed"]
   fig, axes = plt.subplots(1, 2, figsize=(9, 3.4), sharey=True)
   for ax, method in zip(axes, ("sse", "starsse")):
-    mine = [c for c in curves if c["method"] == method]
+    mine = [c for c in curves if c["method"] == method and c["seed"] == first_seed]
     if not mine:
       continue
     top = max(c["lr_ratio"] for c in mine)
@@ -394,7 +480,8 @@ def _plot_curves(plt, path, rows, curves) -> None:
       which = " and ".join(w for w, v in (("best", best_r), ("largest", top)) if v == r)
       ax.plot([p["alpha"] for p in pts], [p["nll"] for p in pts], marker=".",
               label=f"lr_ratio {r:g} ({which})")
-    ax.set_title(f"{method}: first model -> member (cycle_ratio {mine[0]['cycle_ratio']:g})",
+    ax.set_title(f"{method}: first model -> member (cycle_ratio {mine[0]['cycle_ratio']:g}, "
+                 f"seed {first_seed})",
                  fontsize=9)
     ax.set_xlabel("alpha")
     ax.legend(fontsize=7)

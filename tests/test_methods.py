@@ -37,6 +37,28 @@ def test_deep_ensembles():
   assert methods.checkpoints_needed("starsse", 5) == 1
 
 
+def test_local_de_baseline_appends_a_local_de_of_equal_member_epochs():
+  one = methods.Budget(5, 10, 3, 0.1, cycle_ratio=1.0)
+  plan = methods.with_local_de_baseline(methods.build_plan("starsse", one))
+  assert [p.name for p in plan] == ["finetune", "star_branches", methods.BASELINE_PHASE]
+  extra = plan[-1]
+  assert extra.starts == (methods.Start("pretrained", 0),) * 4  # K = 5 at cycle_ratio 1
+  assert extra.num_steps == plan[0].num_steps == 30
+  assert all(float(s(k)) == float(plan[0].schedules[0](k)) for s in extra.schedules
+             for k in (0, 7, 29))
+  # StarSSE: E + 4 x 2E = 9E member-epochs at cycle_ratio 2 -> a Local DE of 9 members.
+  plan = methods.with_local_de_baseline(methods.build_plan("starsse", budget()))
+  assert plan[-1].num_members == 8
+  half = methods.Budget(5, 10, 3, 0.1, cycle_ratio=0.5)  # E + 4 x E/2 = 3E
+  assert methods.with_local_de_baseline(methods.build_plan("sse", half))[-1].num_members == 2
+  for method in ("fge", "swa"):
+    last = methods.with_local_de_baseline(methods.build_plan(method, one))[-1]
+    assert last.starts[0] == methods.Start("pretrained", 0) and last.num_steps == 30
+  for method in ("local_de", "global_de", "mc_dropout"):
+    with pytest.raises(ValueError, match="eval.baseline=''"):
+      methods.with_local_de_baseline(methods.build_plan(method, one))
+
+
 def test_fge_collects_at_cycle_minima_without_resetting_momentum():
   plan = methods.build_plan("fge", budget(fge_cycle_epochs=2, fge_lr_1=0.05, fge_lr_2=1e-3))
   assert len(plan) == 5

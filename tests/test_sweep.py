@@ -69,12 +69,22 @@ def test_reduced_sweep_writes_every_cell_with_finite_numbers(tmp_path, monkeypat
   for name in ("sweep_ensemble.png", "sweep_soups.png", "sweep_members.png",
                "sweep_interpolation.png", "summary.md"):
     assert (tmp_path / name).stat().st_size > 0, name
-  assert "4. StarSSE soups" in out["summary"] and "1. Global DE" in out["summary"]
+  assert "5. StarSSE soups" in out["summary"] and "1. Global DE" in out["summary"]
+  assert "Basin barrier from the first model" in out["summary"]
   # A finished seed is read back, not retrained.
   monkeypatch.setattr(sweep, "train_seed", lambda *a, **k: pytest.fail("retrained a done seed"))
   again = sweep.run_sweep(config, str(tmp_path), data=synthetic_transfer())
   assert [r["ensemble_accuracy"] for r in again["rows"]] == [
       r["ensemble_accuracy"] for r in out["rows"]]
+
+
+def test_a_finished_seed_is_found_whatever_the_other_seeds():
+  a, b = _tiny_sweep_config(), _tiny_sweep_config()
+  b.sweep.seeds = (3, 0, 1)
+  assert sweep.seed_path(a, "w", 0) == sweep.seed_path(b, "w", 0) != sweep.seed_path(a, "w", 1)
+  b.finetune.lr_ratio = 0.7  # any other setting: other numbers, another file
+  b.sweep.basin_cycle_ratio = 2.0
+  assert sweep.seed_path(a, "w", 0) != sweep.seed_path(b, "w", 0)
 
 
 def test_sweep_rejects_bad_grids(tmp_path):
@@ -88,25 +98,80 @@ def test_sweep_rejects_bad_grids(tmp_path):
     sweep.run_sweep(config, str(tmp_path), data=synthetic_transfer())
 
 
-def test_summary_states_each_claim_from_the_numbers():
-  base = dict(ensemble_nll=0.3, member_accuracy=0.8, uniform_soup_accuracy=0.8,
-              greedy_soup_accuracy=0.8, barrier_from_first=None)
-  rows = [dict(base, seed=0, method="local_de", lr_ratio=None, cycle_ratio=None,
-               ensemble_accuracy=0.90),
-          dict(base, seed=0, method="global_de", lr_ratio=None, cycle_ratio=None,
-               ensemble_accuracy=0.92),
-          dict(base, seed=0, method="sse", lr_ratio=1.0, cycle_ratio=1.0, ensemble_accuracy=0.91,
-               barrier_from_first=0.01),
-          dict(base, seed=0, method="sse", lr_ratio=4.0, cycle_ratio=1.0, ensemble_accuracy=0.85,
-               barrier_from_first=0.5),
-          dict(base, seed=0, method="starsse", lr_ratio=1.0, cycle_ratio=1.0,
-               ensemble_accuracy=0.89, uniform_soup_accuracy=0.9, greedy_soup_accuracy=0.9),
-          dict(base, seed=0, method="starsse", lr_ratio=4.0, cycle_ratio=1.0,
-               ensemble_accuracy=0.95)]
+def test_paired_difference_against_hand_worked_and_scipy_values():
+  from scipy import stats as scipy_stats  # pylint: disable=g-import-not-at-top
+  from starsse_jax import stats  # pylint: disable=g-import-not-at-top
+  # d = (1, 2, 3): mean 2, sd 1, t_{2, 0.975} = 4.302653 -> half-width 4.302653 / sqrt(3).
+  i = stats.paired_difference([1.0, 2.0, 3.0], [0.0, 0.0, 0.0])
+  assert i["mean"] == 2.0 and i["n"] == 3
+  assert i["high"] - 2.0 == pytest.approx(4.302653 / math.sqrt(3), rel=1e-6)
+  a, b = [0.91, 0.93, 0.92, 0.95, 0.90], [0.90, 0.90, 0.93, 0.91, 0.89]
+  ci = scipy_stats.ttest_rel(a, b).confidence_interval(0.95)
+  i = stats.paired_difference(a, b)
+  assert (i["low"], i["high"]) == pytest.approx((ci.low, ci.high), abs=1e-12)
+  assert stats.verdict(i) == "unresolved"  # 0.014 [-0.0098, 0.0378]
+  assert stats.verdict({"low": 0.01, "high": 0.02}) == "yes"
+  assert stats.verdict({"low": 0.01, "high": 0.02}, better="lower") == "no"
+  assert stats.verdict(stats.paired_difference([1.0], [0.0])) == "unresolved"  # one seed
+  with pytest.raises(ValueError, match="equally long"):
+    stats.paired_difference([1.0, 2.0], [1.0])
+
+
+def test_summary_decides_each_claim_by_a_paired_interval():
+  base = dict(ensemble_nll=0.3, member_accuracy=0.8, dee=1.0, barrier_from_first=None,
+              uniform_soup_accuracy=0.8, greedy_soup_accuracy=0.8, uniform_soup_val_accuracy=0.8,
+              greedy_soup_val_accuracy=0.8)
+  noise = (0.0, 0.002, -0.001)  # per seed, shared by every cell of that seed
+
+  def cell(method, r, cr, acc, cal_nll, val=None, **kw):
+    return [dict(base, seed=s, method=method, lr_ratio=r, cycle_ratio=cr,
+                 ensemble_accuracy=acc + e, val_ensemble_accuracy=(val or acc) + e,
+                 ensemble_cal_nll=cal_nll - e, **kw)
+            for s, e in enumerate(noise)]
+
+  rows = (cell("local_de", None, None, 0.90, 0.30)
+          + cell("global_de", None, None, 0.92, 0.25)
+          + cell("sse", 1.0, 1.0, 0.91, 0.28, barrier_from_first=0.01)
+          + [dict(r, barrier_from_first=0.5 + 0.1 * r["seed"])
+             for r in cell("sse", 4.0, 1.0, 0.85, 0.40)]
+          + cell("starsse", 1.0, 1.0, 0.89, 0.31, uniform_soup_accuracy=0.9,
+                 greedy_soup_accuracy=0.9, uniform_soup_val_accuracy=0.9,
+                 greedy_soup_val_accuracy=0.9)
+          # Best on test but not on validation: must not be chosen.
+          + cell("starsse", 4.0, 1.0, 0.95, 0.20, val=0.80))
   text = sweep.summarize(rows, threshold=0.1)
-  assert "1. Global DE > Local DE: yes" in text
+  assert "1. Global DE beats Local DE: yes" in text
   assert "2. SSE with a large lr leaves the basin and degrades: yes" in text
-  # The best StarSSE (0.95) has lr_ratio 4, not moderate; the moderate one (0.89) loses.
   assert "3. StarSSE at a moderate lr beats Local DE: no" in text
-  assert "4. StarSSE soups beat SSE and Local-DE soups: yes" in text
-  assert "| starsse | 4 | 1 | 0.9500 +- 0.0000" in text
+  assert "4. StarSSE beats SSE, each at its best setting on validation: no" in text
+  assert "5. StarSSE soups beat SSE and Local-DE soups" in text and ": yes (" in text
+  assert "| starsse | 1 | 1 | 0.8903 +- 0.0012" in text  # chosen on validation, not test
+  assert "| 4 | 0.600 [0.352, 0.848], 3/3 | - |" in text
+  # Differences that change sign across seeds leave a claim unresolved.
+  rows = [dict(r, ensemble_accuracy=r["ensemble_accuracy"] + (0.05 if r["seed"] == 1 else -0.03),
+               ensemble_cal_nll=0.3) if r["method"] == "global_de" else r for r in rows]
+  assert "1. Global DE beats Local DE: unresolved" in sweep.summarize(rows, threshold=0.1)
+
+
+def test_first_model_curve_scores_each_length_and_seed(tmp_path):
+  import importlib.util  # pylint: disable=g-import-not-at-top
+  import os  # pylint: disable=g-import-not-at-top
+  from starsse_jax import api, members, models  # pylint: disable=g-import-not-at-top
+  path = os.path.join(os.path.dirname(os.path.dirname(__file__)), "experiments",
+                      "first_model_curve.py")
+  spec = importlib.util.spec_from_file_location("first_model_curve", path)
+  curve = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(curve)
+  data, config = synthetic_transfer(), tiny_config(members=1)
+  model = models.build_model(config.model, data.num_source_classes)
+  trainer = api._trainer(config, model, data, config.pretrain)  # pylint: disable=protected-access
+  pre = members.stack([trainer.init_variables(0, data.image_shape)])
+  rows = curve.curve_rows(config, data, pre, [1.0, 2.0], seeds=2)
+  assert [(r["epochs"], r["seed"]) for r in rows] == [(1.0, 0), (1.0, 1), (2.0, 0), (2.0, 1)]
+  assert [r["steps"] for r in rows] == [3, 3, 6, 6]  # 24 images, batch 8
+  assert all(0 <= r["val_accuracy"] <= 1 and math.isfinite(r["test_nll"]) for r in rows)
+  assert rows[0]["val_nll"] != rows[1]["val_nll"]  # seeds differ
+  text = curve.summary(rows)
+  assert text.count("\n") == 4 and "| 2 | 6 |" in text
+  curve.plot(str(tmp_path / "c.png"), rows)
+  assert (tmp_path / "c.png").stat().st_size > 1000

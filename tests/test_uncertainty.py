@@ -139,6 +139,37 @@ def test_evaluate_reports_calibration_dee_ood_and_selective_prediction(synthetic
   assert len(api.evaluate(config, data, ens)["dee"]["members"]) == 3
 
 
+def test_a_local_de_baseline_is_trained_and_reported_beside_the_method(synthetic):
+  from conftest import tiny_config  # pylint: disable=g-import-not-at-top
+  from starsse_jax import api, members, models, report  # pylint: disable=g-import-not-at-top
+  config = tiny_config("starsse", members=3)
+  config.eval.baseline = "local_de"
+  model = models.build_model(config.model, synthetic.num_source_classes)
+  trainer = api._trainer(config, model, synthetic, config.pretrain)  # pylint: disable=protected-access
+  pre = members.stack([trainer.init_variables(0, synthetic.image_shape)])
+  ens = api.finetune(config, synthetic, pre)
+  assert ens.member_names == ["finetune[0]", "star_branches[0]", "star_branches[1]"]
+  local = ens.baseline
+  assert local.member_names == ["finetune[0]", "local_de_baseline[0]", "local_de_baseline[1]"]
+  params, local_params = ens.variables["params"], local.variables["params"]
+  first = lambda tree, k: members.take(tree, k)["head"]["kernel"]
+  np.testing.assert_array_equal(first(params, 0), first(local_params, 0))  # shared first model
+  assert not np.allclose(first(local_params, 1), first(local_params, 0))
+  assert not np.allclose(first(local_params, 1), first(local_params, 2))
+  results = api.evaluate(config, synthetic, ens)
+  b = results["baseline"]
+  assert b["method"] == "local_de" and len(b["test"]["members"]) == 3 and "soups" not in b
+  assert b["test"]["members"][0] == results["test"]["members"][0]
+  assert results["dee"]["reference"] == "this run's Local DE baseline"
+  assert results["dee"]["size_curve"][0] == pytest.approx(1.0)  # member 0 is one Local DE member
+  assert "| local DE of 3 (baseline) |" in report.table(results)
+  assert "local DE baseline: members' accuracy" in report.table(results)
+  config.method = "local_de"
+  with pytest.raises(ValueError, match="eval.baseline"):
+    from starsse_jax import configlib  # pylint: disable=g-import-not-at-top
+    configlib.validate(config)
+
+
 def test_an_ood_set_that_overlaps_the_test_set_is_refused(tmp_path):
   from conftest import tiny_config  # pylint: disable=g-import-not-at-top
   from starsse_jax import data, sources  # pylint: disable=g-import-not-at-top
