@@ -145,7 +145,10 @@ def test_every_method_fine_tunes_k_members(synthetic, method):
   assert len(ens.member_names) == 3
   assert all(np.all(np.isfinite(np.asarray(x))) for x in jax.tree.leaves(ens.variables))
   lr = np.concatenate([p["lr_table"].ravel() for p in ens.phases])
-  assert lr.max() <= max(config.finetune.lr, config.finetune.fge_lr_1) + 1e-7 and lr.min() >= 0
+  ft = config.finetune
+  peak = max(ft.lr, ft.lr * ft.lr_ratio if method in ("sse", "starsse") else 0, ft.fge_lr_1,
+             ft.swa_lr)
+  assert lr.max() <= peak + 1e-7 and lr.min() >= 0
 
 
 def test_bfloat16_compute_keeps_float32_state_and_tracks_float32(synthetic):

@@ -144,6 +144,7 @@ def test_a_local_de_baseline_is_trained_and_reported_beside_the_method(synthetic
   from starsse_jax import api, members, models, report  # pylint: disable=g-import-not-at-top
   config = tiny_config("starsse", members=3)
   config.eval.baseline = "local_de"
+  config.finetune.cycle_ratio = 1.0  # equal compute: a Local DE of 3
   model = models.build_model(config.model, synthetic.num_source_classes)
   trainer = api._trainer(config, model, synthetic, config.pretrain)  # pylint: disable=protected-access
   pre = members.stack([trainer.init_variables(0, synthetic.image_shape)])
