@@ -47,7 +47,7 @@ def curve_rows(config, data, pretrained, epochs, seeds: int) -> list[dict]:
     c = config.copy_and_resolve_references()
     with c.unlocked():
       c.method, c.num_members, c.finetune.epochs = "local_de", seeds, float(e)
-      c.eval.learned_soup = False
+      c.eval.baseline = ""  # a Local DE has no baseline (configs/starsse.py sets one)
     t = time.perf_counter()
     ens = api.finetune(c, data, pretrained)
     seconds = time.perf_counter() - t

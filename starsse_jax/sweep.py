@@ -292,14 +292,20 @@ def _paired(cells, a, b, key) -> dict[str, float]:
   return stats.paired_difference([va[s] for s in seeds], [vb[s] for s in seeds])
 
 
+def _all_of(verdicts) -> str:
+  """'yes' when every part says yes, 'no' when any says no, else 'unresolved'."""
+  verdicts = list(verdicts)
+  return ("yes" if all(v == "yes" for v in verdicts) else
+          "no" if "no" in verdicts else "unresolved")
+
+
 def _compare(cells, a, b) -> tuple[str, str]:
   """(verdict, text) of 'cell a beats cell b' in accuracy and calibrated NLL: 'yes' only when
   both intervals say so, 'no' when either says the reverse."""
   acc = _paired(cells, a, b, "ensemble_accuracy")
   nll = _paired(cells, a, b, "ensemble_cal_nll")
   v = (stats.verdict(acc), stats.verdict(nll, better="lower"))
-  decided = "yes" if v == ("yes", "yes") else "no" if "no" in v else "unresolved"
-  return decided, (f"accuracy {stats.describe(acc)} ({v[0]}), calibrated NLL "
+  return _all_of(v), (f"accuracy {stats.describe(acc)} ({v[0]}), calibrated NLL "
                    f"{stats.describe(nll)} ({v[1]}); n = {acc['n']} seeds")
 
 
@@ -372,8 +378,7 @@ def _claims(cells, best, rows, threshold) -> list[str]:
     else:
       degrade_v, degrade = _compare(cells, ("sse", br, bcr), ("sse", top, bcr))
       degrade = f"best SSE (lr_ratio {br:g}) - SSE at lr_ratio {top:g}, cycle_ratio {bcr:g}: {degrade}"
-    verdict = ("yes" if (left_v, degrade_v) == ("yes", "yes") else
-               "no" if "no" in (left_v, degrade_v) else "unresolved")
+    verdict = _all_of((left_v, degrade_v))
     out.append(f"2. SSE with a large lr leaves the basin and degrades: {verdict} (barrier at "
                f"lr_ratio {top:g} minus the threshold {threshold:g}: "
                f"{stats.describe(left, 3)} ({left_v}, n = {left['n']}); {degrade}).")
@@ -407,8 +412,7 @@ def _claims(cells, best, rows, threshold) -> list[str]:
         verdicts.append(stats.verdict(i))
         parts.append(f"{soup}: {_name(a)} - {_name(b)} {stats.describe(i)} ({verdicts[-1]})")
     if verdicts:
-      verdict = ("yes" if all(v == "yes" for v in verdicts) else
-                 "no" if "no" in verdicts else "unresolved")
+      verdict = _all_of(verdicts)
       out.append(f"5. StarSSE soups beat SSE and Local-DE soups (soup test accuracy, each cell "
                  f"chosen by its soup's validation accuracy): {verdict} ({'; '.join(parts)}).")
   return out
