@@ -34,6 +34,8 @@ def get_config():
   config.finetune.lr = 0.05
   config.finetune.batch_size = 25
   config.eval.bn_batch_size = 125
+  config.eval.learned_soup = False  # the sweep's table has the uniform and greedy soups only
+  config.eval.ood = "none"  # and no OOD column
   config.sweep = ml_collections.ConfigDict()
   config.sweep.lr_ratios = (0.25, 0.5, 1.0, 2.0, 4.0)
   config.sweep.cycle_ratios = (0.25,)

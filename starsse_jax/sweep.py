@@ -56,9 +56,12 @@ def validate(config) -> None:
 
 
 def _seed_config(config, seed: int):
+  """The config of one seed's runs. It names that seed alone, so that its training checkpoints
+  (named by a hash of the config) are found again by a run given another list of seeds."""
   c = config.copy_and_resolve_references()
   with c.unlocked():
     c.seed = int(seed)
+    c.sweep.seeds = (int(seed),)
   return c
 
 

@@ -1,9 +1,22 @@
 """Shared fixtures: tiny configs and a small synthetic transfer split for fast unit tests."""
+import atexit
 import os
+import shutil
 import sys
+import tempfile
 
-import numpy as np
-import pytest
+# The suite compiles many identical programs: a fresh trainer per test, and whole runs of the
+# command line in subprocesses. JAX's persistent compilation cache (read from the environment
+# when jax is first imported, and inherited by the subprocesses) loads them instead of compiling
+# them again. A fresh directory per session, so no test depends on an earlier session's files.
+if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
+  _CACHE = tempfile.mkdtemp(prefix="starsse-jax-test-compilation-cache-")
+  atexit.register(shutil.rmtree, _CACHE, ignore_errors=True)
+  os.environ["JAX_COMPILATION_CACHE_DIR"] = _CACHE
+  os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.2")
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)

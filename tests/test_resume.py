@@ -17,7 +17,9 @@ from starsse_jax import api, checkpoint, members, models, resume
 ARGS = ["--config=configs/tiny.py", "--config.model.width=4", "--config.num_members=3",
         "--config.data.target_train_per_class=10", "--config.data.target_val_per_class=4",
         "--config.checkpoint_every_steps=2", "--config.log_every_steps=2",
-        "--config.finetune.epochs=4"]
+        "--config.finetune.epochs=4",
+        # Resuming is about training; evaluation adds only seconds per run, and there are six runs.
+        "--config.eval.soups=False", "--config.eval.ood=none"]
 
 
 def _command(workdir):

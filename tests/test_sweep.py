@@ -5,7 +5,7 @@ import ml_collections
 import pytest
 
 from conftest import synthetic_transfer, tiny_config
-from starsse_jax import methods, sweep
+from starsse_jax import methods, resume, sweep
 
 
 def test_sweep_plan_shares_phases_and_names_every_cell():
@@ -85,6 +85,13 @@ def test_a_finished_seed_is_found_whatever_the_other_seeds():
   b.finetune.lr_ratio = 0.7  # any other setting: other numbers, another file
   b.sweep.basin_cycle_ratio = 2.0
   assert sweep.seed_path(a, "w", 0) != sweep.seed_path(b, "w", 0)
+
+
+def test_a_seeds_training_checkpoints_are_found_whatever_the_other_seeds():
+  a, b = _tiny_sweep_config(), _tiny_sweep_config()
+  b.sweep.seeds = (3, 0, 1)
+  fingerprint = lambda c, s: resume.fingerprint(sweep._seed_config(c, s).to_dict())  # pylint: disable=protected-access
+  assert fingerprint(a, 0) == fingerprint(b, 0) != fingerprint(b, 1)
 
 
 def test_sweep_rejects_bad_grids(tmp_path):
