@@ -25,8 +25,9 @@ import jax
 import numpy as np
 import optax
 
-from starsse_jax import (basin, checkpoint, configlib, inference, low_precision, members, methods,
-                         metrics, models, report, resume, soups, train, uncertainty, weights)
+from starsse_jax import (basin, checkpoint, configlib, distributed, inference, low_precision,
+                         members, methods, metrics, models, report, resume, soups, train,
+                         uncertainty, weights)
 from starsse_jax import data as data_lib
 from starsse_jax.data import TransferData, from_arrays, load_transfer_data
 
@@ -523,8 +524,9 @@ def run(config, workdir: str, data: TransferData | tuple | None = None) -> dict[
   """
   configlib.validate(config, data_given=data is not None)
   if config.execution.distributed:
-    jax.distributed.initialize()  # must precede any other JAX call; reads the TPU/cluster env
+    distributed.initialize(config.execution)  # must precede any other JAX call
   _check_workdir(workdir)
+  writes = distributed.is_writer()  # every process computes; only process 0 writes the outputs
   times = {}
   t = time.perf_counter()
   if data is None:
@@ -534,7 +536,7 @@ def run(config, workdir: str, data: TransferData | tuple | None = None) -> dict[
   _check_batch(config.finetune.batch_size, len(data.target_train), "finetune.batch_size",
                "target training images")
   times["data_s"] = time.perf_counter() - t
-  writer = report.create_writer(workdir)
+  writer = report.create_writer(workdir) if writes else report.LoggingWriter()
   try:
     with resume.StopRequest() as stop:
       t = time.perf_counter()
@@ -554,7 +556,8 @@ def run(config, workdir: str, data: TransferData | tuple | None = None) -> dict[
   results["phases"] = [{"name": p["name"], "members": p["members"],
                         "steps": len(p["lr_table"]), "history": p["history"]} for p in trained]
   results["config"] = config.to_dict()
-  report.write_json(os.path.join(workdir, "results.json"), results)
+  if writes:
+    report.write_json(os.path.join(workdir, "results.json"), results)
   # Timing lives apart so that results.json depends on the config alone (a resumed run's equals
   # an uninterrupted one's).
   results["timing"] = {k: round(v, 2) for k, v in times.items()}
@@ -565,6 +568,8 @@ def run(config, workdir: str, data: TransferData | tuple | None = None) -> dict[
        "member_img_per_s": round((len(p["lr_table"]) - 1) * batch * len(p["members"]) /
                                  max(p["seconds"] - p["first_step_seconds"], 1e-9), 1)}
       for p in trained if p["seconds"] and len(p["lr_table"]) > 1]
+  if not writes:
+    return results
   report.write_json(os.path.join(workdir, "timing.json"), results["timing"])
   report.plot_learning_rates(os.path.join(workdir, "learning_rates.png"), trained)
   report.plot_size_curve(os.path.join(workdir, "ensemble_size.png"), results)

@@ -14,7 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
 
-from starsse_jax import models
+from starsse_jax import models, sharding
 
 
 class CheckpointMismatchError(ValueError):
@@ -68,7 +68,9 @@ def save(directory: str, step: int, variables: Any, metadata: dict[str, Any]) ->
   Orbax writes into a temporary directory and renames it when complete, so a crash mid-save
   never leaves a checkpoint that ``latest_step`` would pick.
   """
-  with ocp.CheckpointManager(os.path.abspath(directory)) as mngr:
+  if jax.process_count() > 1:  # whole numpy arrays in every process; orbax writes them once
+    variables = sharding.to_host(variables)
+  with manager(directory) as mngr:
     mngr.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(variables),
                                             metadata=ocp.args.JsonSave(metadata)))
     mngr.wait_until_finished()
@@ -77,16 +79,35 @@ def save(directory: str, step: int, variables: Any, metadata: dict[str, Any]) ->
 def exists(directory: str) -> bool:
   if not os.path.isdir(directory):
     return False
-  with ocp.CheckpointManager(os.path.abspath(directory)) as mngr:
+  with manager(directory) as mngr:
     return mngr.latest_step() is not None
+
+
+def manager(directory: str, **options) -> ocp.CheckpointManager:
+  """An orbax manager of checkpoints with a ``state`` pytree and JSON ``metadata``."""
+  return ocp.CheckpointManager(
+      os.path.abspath(directory), options=ocp.CheckpointManagerOptions(**options),
+      item_handlers={"state": ocp.StandardCheckpointHandler(),
+                     "metadata": ocp.JsonCheckpointHandler()})
+
+
+def restore_step(mngr: ocp.CheckpointManager, step: int) -> dict[str, Any]:
+  """Step ``step``'s ``state`` and ``metadata``, every array whole on this process's first
+  device: whatever devices saved it (one, a mesh, several processes), this process reads it all.
+  (Restoring onto the saved devices fails where they are not this process's.)"""
+  saved = mngr.item_metadata(step)["state"]
+  device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+  target = jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device),
+                        saved.tree)
+  return mngr.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(target),
+                                                    metadata=ocp.args.JsonRestore()))
 
 
 def restore(directory: str) -> tuple[Any, dict[str, Any]]:
   """The latest (variables, metadata) in ``directory``, as saved (unvalidated)."""
-  with ocp.CheckpointManager(os.path.abspath(directory)) as mngr:
+  with manager(directory) as mngr:
     step = mngr.latest_step()
     if step is None:
       raise FileNotFoundError(f"No checkpoint in {directory!r}.")
-    restored = mngr.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(),
-                                                          metadata=ocp.args.JsonRestore()))
+    restored = restore_step(mngr, step)
   return restored["state"], restored["metadata"]

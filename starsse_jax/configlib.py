@@ -128,7 +128,14 @@ def base_config() -> ml_collections.ConfigDict:
   # Convolution kernel gradients: 'xla', 'taps' (one product per kernel tap; several times faster
   # on CPUs) or 'auto' ('taps' on CPU, 'xla' elsewhere). See starsse_jax/conv.py.
   c.execution.kernel_grad = "auto"
-  c.execution.distributed = False  # jax.distributed.initialize() first (multi-host TPU VMs)
+  # Several processes (hosts) in one run: jax.distributed.initialize() first (README, "Several
+  # hosts"). Empty fields are auto-detected, as on TPU VMs and under SLURM; elsewhere give all
+  # three: process 0's 'host:port', how many processes, and this one's id (0..num_processes-1).
+  c.execution.distributed = False
+  c.execution.coordinator_address = ""
+  c.execution.num_processes = 0  # 0 = auto-detect
+  c.execution.process_id = -1  # -1 = auto-detect
+  c.execution.initialization_timeout_s = 300  # stop with a message if the processes do not meet
   return c
 
 
@@ -169,6 +176,20 @@ def validate(config: ml_collections.ConfigDict, data_given: bool = False) -> Non
   need(config.execution.kernel_grad in conv.KERNEL_GRADS,
        f"execution.kernel_grad={config.execution.kernel_grad!r}; choose one of "
        f"{conv.KERNEL_GRADS}.")
+  ex = config.execution
+  given = [f for f in ("coordinator_address", "num_processes", "process_id")
+           if ex[f] not in ("", 0, -1)]
+  need(not given or ex.distributed,
+       f"execution.{given[0] if given else ''} is set but execution.distributed is False; set "
+       "--config.execution.distributed=True to run as one of several processes.")
+  need(not ex.coordinator_address or (ex.num_processes >= 1 and ex.process_id >= 0),
+       "execution.coordinator_address is set: also give execution.num_processes (>= 1) and "
+       "execution.process_id (this process's number, 0..num_processes-1).")
+  need(ex.process_id < 0 or ex.num_processes == 0 or ex.process_id < ex.num_processes,
+       f"execution.process_id={ex.process_id} but execution.num_processes={ex.num_processes}: "
+       "process ids run from 0 to num_processes - 1.")
+  need(ex.initialization_timeout_s >= 1,
+       f"execution.initialization_timeout_s={ex.initialization_timeout_s!r}; use at least 1.")
   need(config.execution.num_devices >= 0,
        f"execution.num_devices={config.execution.num_devices!r}; use 0 (all) or a positive count.")
   need(isinstance(config.num_members, int) and config.num_members >= 1,

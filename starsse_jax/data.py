@@ -252,7 +252,7 @@ def with_ood(data: TransferData, config) -> TransferData:
 def fits_on_device(nbytes: int, fraction: float = 0.25) -> bool:
   """Whether ``nbytes`` of images may live on the default device: at most ``fraction`` of its
   memory, where the backend reports it (accelerators); always on a CPU (host memory anyway)."""
-  device = jax.devices()[0]
+  device = jax.local_devices()[0]
   stats = device.memory_stats() if device.platform != "cpu" else None
   limit = (stats or {}).get("bytes_limit")
   return limit is None or nbytes <= fraction * limit

@@ -2,10 +2,11 @@
 
 Any config field can be overridden, e.g. ``--config.num_members=3 --config.finetune.lr_ratio=0.25``.
 """
+import jax
 from absl import app, flags
 from ml_collections import config_flags
 
-from starsse_jax import api, report, resume
+from starsse_jax import api, distributed, report, resume
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Path to a config file.",
                                           lock_config=True)
@@ -22,6 +23,9 @@ def main(argv):
     results = api.run(_CONFIG.value, _WORKDIR.value)
   except resume.Interrupted as stopped:
     print(f"\n{stopped}")
+    return 0
+  if not distributed.is_writer():
+    print(f"\nProcess {jax.process_index()} done; process 0 writes {_WORKDIR.value}/results.json.")
     return 0
   print(f"\nTest metrics on the target task ({_WORKDIR.value}/results.json):\n")
   print(report.table(results))

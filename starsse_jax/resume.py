@@ -24,7 +24,7 @@ from typing import Any
 import jax
 import orbax.checkpoint as ocp
 
-from starsse_jax import checkpoint, running_mean
+from starsse_jax import checkpoint, running_mean, sharding
 
 
 class Interrupted(Exception):
@@ -92,11 +92,12 @@ class RunCheckpointer:
     self._keep = keep
 
   def _manager(self):
-    return ocp.CheckpointManager(self.directory,
-                                 options=ocp.CheckpointManagerOptions(max_to_keep=self._keep))
+    return checkpoint.manager(self.directory, max_to_keep=self._keep)
 
   def save(self, progress: Progress) -> None:
     state = {"ensemble": _flatten(progress.ensemble), "states": _flatten(progress.states)}
+    if jax.process_count() > 1:  # whole numpy arrays in every process; orbax writes them once
+      state = sharding.to_host(state)
     meta = {"phase": progress.phase, "step": progress.step, "histories": progress.histories,
             "ensemble_ids": list(progress.ensemble_ids), "alive": progress.alive,
             "averaging": progress.states is not None and "average" in progress.states}
@@ -126,8 +127,7 @@ class RunCheckpointer:
       steps = sorted(mngr.all_steps(), reverse=True)
       for i, step_id in enumerate(steps):
         try:
-          restored = mngr.restore(step_id, args=ocp.args.Composite(
-              state=ocp.args.StandardRestore(), metadata=ocp.args.JsonRestore()))
+          restored = checkpoint.restore_step(mngr, step_id)
         except Exception as e:  # orbax/tensorstore raise many types for damaged files
           more = "the previous one" if i + 1 < len(steps) else "none (starting over)"
           logging.error("Checkpoint %s/%d is unreadable (%s: %s); using %s.", self.directory,

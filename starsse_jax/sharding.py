@@ -50,3 +50,37 @@ def member_sharding(mesh: Mesh) -> NamedSharding:
 
 def replicated(mesh: Mesh) -> NamedSharding:
   return NamedSharding(mesh, P())
+
+
+def _spans_processes(x) -> bool:
+  return isinstance(x, jax.Array) and not x.is_fully_addressable
+
+
+def to_host(tree):
+  """A tree of numpy arrays, whole in every process: arrays that span several processes' devices
+  are gathered from them (a collective: every process must call it at the same point)."""
+  from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+  leaves, treedef = jax.tree.flatten(tree)
+  spanning = [i for i, x in enumerate(leaves) if _spans_processes(x)]
+  if spanning:
+    gathered = multihost_utils.process_allgather([leaves[i] for i in spanning], tiled=True)
+    for i, x in zip(spanning, gathered):
+      leaves[i] = x
+  return jax.tree.unflatten(treedef, [np.asarray(jax.device_get(x)) for x in leaves])
+
+
+def gather(tree):
+  """A phase's states, whole, on this process's first device, wherever they were: one device, a
+  mesh of local devices, or a mesh over several processes (gathered through the host)."""
+  if jax.process_count() == 1:
+    return jax.device_put(tree, jax.devices()[0])
+  return jax.device_put(to_host(tree), jax.local_devices()[0])
+
+
+def any_process(flag: bool) -> bool:
+  """Whether ``flag`` is true in any process (a collective in a run of several processes): a stop
+  requested by a signal to one process must stop all of them at the same step."""
+  if jax.process_count() == 1:
+    return bool(flag)
+  from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+  return bool(np.any(multihost_utils.process_allgather(np.asarray(flag, np.int32))))

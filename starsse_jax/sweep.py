@@ -23,8 +23,8 @@ from typing import Any
 
 import numpy as np
 
-from starsse_jax import (api, basin, configlib, members, methods, metrics, models, report,
-                         resume, stats, train, uncertainty)
+from starsse_jax import (api, basin, configlib, distributed, members, methods, metrics, models,
+                         report, resume, stats, train, uncertainty)
 from starsse_jax.data import TransferData, load_transfer_data
 
 COLUMNS = ("seed", "method", "lr_ratio", "cycle_ratio", "ensemble_accuracy", "ensemble_nll",
@@ -177,6 +177,9 @@ def run_sweep(config, workdir: str, data: TransferData | None = None,
   """The whole sweep: pre-train (or reuse) the checkpoints, train and evaluate every seed, write
   the CSVs, figures and summary. Returns ``{'rows', 'curves', 'summary', 'timing'}``."""
   validate(config)
+  if config.execution.distributed:
+    distributed.initialize(config.execution)  # must precede any other JAX call
+  writes = distributed.is_writer()  # every process computes; only process 0 writes the outputs
   os.makedirs(workdir, exist_ok=True)
   start = time.perf_counter()
   data = data if data is not None else load_transfer_data(config)
@@ -196,16 +199,19 @@ def run_sweep(config, workdir: str, data: TransferData | None = None,
       done = evaluate_seed(config, data, model, variables, plan, pretrained, seed,
                            basin_curves=True)
       done["timing"] = {"train_s": t_train, "evaluate_s": time.perf_counter() - t - t_train}
-      report.write_json(path, done)
+      if writes:
+        report.write_json(path, done)
       logging.info("Seed %d done: train %.0f s, evaluate %.0f s.", seed, t_train,
                    done["timing"]["evaluate_s"])
     rows += done["rows"]
     curves += done["curves"]
     timing[f"seed_{seed}"] = done.get("timing")
   timing["total_s"] = time.perf_counter() - start
+  summary = summarize(rows, config.eval.basin_threshold)
+  if not writes:
+    return {"rows": rows, "curves": curves, "summary": summary, "timing": timing}
   write_csv(os.path.join(workdir, "sweep.csv"), rows, COLUMNS)
   write_csv(os.path.join(workdir, "basin.csv"), curves, BASIN_COLUMNS)
-  summary = summarize(rows, config.eval.basin_threshold)
   with open(os.path.join(workdir, "summary.md"), "w") as f:
     f.write(summary)
   plot_sweep(workdir, rows, curves)

@@ -189,6 +189,8 @@ def _place(mesh, states, seeds):
   """Puts a phase's member arrays on its mesh, split over the members axis."""
   if mesh is None:
     return states, seeds
+  if jax.process_count() > 1:  # every process holds the same whole arrays: each places its part
+    states, seeds = sharding.to_host((states, seeds))
   return jax.device_put((states, seeds), sharding.member_sharding(mesh))
 
 
@@ -275,10 +277,12 @@ def run_phase(trainer: Trainer, states: State, member_seeds: np.ndarray, split: 
     batch = feed(batch_indices(t + 1)) if t + 1 < num_steps else None
     done = t + 1
     stopping = stop is not None and stop.requested
+    if jax.process_count() > 1:  # all processes stop at the same step: checked at log points
+      stopping = (done % log_every == 0 or done == num_steps) and sharding.any_process(stopping)
     saving = save is not None and done < num_steps and (
         stopping or (save_every and done % save_every == 0))
     if done % log_every == 0 or done == num_steps or saving:
-      metrics = jax.device_get(metrics)
+      metrics = sharding.to_host(metrics)
       finite = np.isfinite(np.asarray(metrics["loss"]))
       if drop_diverged and 0 < finite.sum() < len(finite):
         keep = np.flatnonzero(finite)
@@ -286,7 +290,7 @@ def run_phase(trainer: Trainer, states: State, member_seeds: np.ndarray, split: 
                         "continuing with members %s.", ids[~finite].tolist(), name, done,
                         _fmt(metrics["loss"]), ids[keep].tolist())
         if mesh is not None:
-          states = jax.device_put(states, jax.devices()[0])
+          states = sharding.gather(states)
         states, ids, member_seeds = members.take(states, keep), ids[keep], member_seeds[keep]
         lr_table = lr_table[:, keep]
         metrics = {key: v[keep] for key, v in metrics.items()}
@@ -317,7 +321,7 @@ def run_phase(trainer: Trainer, states: State, member_seeds: np.ndarray, split: 
         raise resume.Interrupted(f"Stopped in phase {name!r} after step {done}/{num_steps}; "
                                  "progress saved. Rerun the same command to resume.")
   if mesh is not None:  # gather, so that phases on different meshes can be joined
-    states = jax.device_put(states, jax.devices()[0])
+    states = sharding.gather(states)
   jax.block_until_ready(states)
   return PhaseResult(name, states, lr_table, history, ids.tolist(), time.perf_counter() - start,
                      first_step)
@@ -451,7 +455,7 @@ def run_plan(trainer: Trainer, plan: list[methods.Phase], split: data_lib.Split,
       if checkpointer:
         checkpointer.save(resume.Progress(phase_index + 1, 0, ensemble, None, histories,
                                           ensemble_ids))
-      if stop is not None and stop.requested:
+      if sharding.any_process(stop is not None and stop.requested):
         raise resume.Interrupted(f"Stopped after phase {phase.name!r}; progress saved. Rerun the "
                                  "same command to resume.")
     step_offset += phase.num_steps

@@ -49,6 +49,25 @@ def test_bad_values_are_named(field, value, message):
     configlib.validate(config)
 
 
+@pytest.mark.parametrize("settings,message", [
+    (dict(num_processes=2), "execution.num_processes is set but execution.distributed is False"),
+    (dict(distributed=True, coordinator_address="10.0.0.1:1234"),
+     "also give execution.num_processes"),
+    (dict(distributed=True, coordinator_address="10.0.0.1:1234", num_processes=2, process_id=2),
+     "process_id=2 but execution.num_processes=2"),
+    (dict(distributed=True, initialization_timeout_s=0), "initialization_timeout_s=0"),
+])
+def test_bad_process_settings_are_named(settings, message):
+  config = tiny_config()
+  config.execution.update(settings)
+  with pytest.raises(ValueError, match=message):
+    configlib.validate(config)
+  good = tiny_config()
+  good.execution.update(distributed=True, coordinator_address="10.0.0.1:1234", num_processes=2,
+                        process_id=1)
+  configlib.validate(good)
+
+
 def test_global_de_needs_a_checkpoint_per_member():
   config = tiny_config("global_de", members=3)
   with pytest.raises(ValueError, match="needs pretrain.num_checkpoints >= 3"):
