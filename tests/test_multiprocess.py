@@ -182,3 +182,15 @@ def test_process_that_cannot_join_stops_with_a_message(tmp_path):
   assert run.returncode == 2
   assert "could not join a run of 2 processes" in run.stderr
   assert "execution.coordinator_address" in run.stderr
+
+
+def test_too_few_processes_stop_with_a_message(tmp_path):
+  """Two processes started for a run declared as three: both stop after the timeout with the
+  message, instead of waiting for the third for ever."""
+  port = _free_port()
+  commands = [_cli(tmp_path, *_joining(port, i, num_processes=3)[:-1],
+                   "--config.execution.initialization_timeout_s=5") for i in range(2)]
+  with Processes(commands, REPO, _env(4), [tmp_path / f"p{i}.log" for i in range(2)]) as procs:
+    assert procs.wait(120) == [2, 2]
+    for i in range(2):
+      assert "could not join a run of 3 processes" in procs.text(i)
