@@ -523,8 +523,7 @@ def run(config, workdir: str, data: TransferData | tuple | None = None) -> dict[
   current step, save the progress and raise ``resume.Interrupted``; rerunning resumes.
   """
   configlib.validate(config, data_given=data is not None)
-  if config.execution.distributed:
-    distributed.initialize(config.execution)  # must precede any other JAX call
+  distributed.initialize(config.execution)  # with execution.distributed; before any JAX call
   _check_workdir(workdir)
   writes = distributed.is_writer()  # every process computes; only process 0 writes the outputs
   times = {}

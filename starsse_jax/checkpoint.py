@@ -68,12 +68,8 @@ def save(directory: str, step: int, variables: Any, metadata: dict[str, Any]) ->
   Orbax writes into a temporary directory and renames it when complete, so a crash mid-save
   never leaves a checkpoint that ``latest_step`` would pick.
   """
-  if jax.process_count() > 1:  # whole numpy arrays in every process; orbax writes them once
-    variables = sharding.to_host(variables)
   with manager(directory) as mngr:
-    mngr.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(variables),
-                                            metadata=ocp.args.JsonSave(metadata)))
-    mngr.wait_until_finished()
+    save_step(mngr, step, variables, metadata)
 
 
 def exists(directory: str) -> bool:
@@ -89,6 +85,17 @@ def manager(directory: str, **options) -> ocp.CheckpointManager:
       os.path.abspath(directory), options=ocp.CheckpointManagerOptions(**options),
       item_handlers={"state": ocp.StandardCheckpointHandler(),
                      "metadata": ocp.JsonCheckpointHandler()})
+
+
+def save_step(mngr: ocp.CheckpointManager, step: int, state: Any,
+              metadata: dict[str, Any]) -> None:
+  """Saves ``state`` and ``metadata`` as step ``step`` and waits until they are written. With
+  several processes every process calls it with whole numpy arrays, which orbax writes once."""
+  if jax.process_count() > 1:
+    state = sharding.to_host(state)
+  mngr.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
+                                          metadata=ocp.args.JsonSave(metadata)))
+  mngr.wait_until_finished()
 
 
 def restore_step(mngr: ocp.CheckpointManager, step: int) -> dict[str, Any]:

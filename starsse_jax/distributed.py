@@ -47,13 +47,14 @@ def _failure_message(kwargs: dict, timeout_s: float) -> str:
 
 
 def initialize(execution) -> None:
-  """Joins this process to the others (``execution.distributed``), or stops with one message
-  naming the likely cause after ``execution.initialization_timeout_s`` seconds.
+  """With ``execution.distributed``, joins this process to the others, or stops with one message
+  naming the likely cause after ``execution.initialization_timeout_s`` seconds; otherwise does
+  nothing. Must precede any other JAX call that touches devices.
 
   JAX aborts the process from C++ when the coordinator cannot be reached or too few processes
   arrive; a watchdog a little before that deadline ends the process with the message instead.
   """
-  if jax.distributed.is_initialized():
+  if not execution.distributed or jax.distributed.is_initialized():
     return
   # The CPU backend's collectives between processes; other backends ignore this setting.
   jax.config.update("jax_cpu_collectives_implementation", "gloo")

@@ -22,9 +22,8 @@ import threading
 from typing import Any
 
 import jax
-import orbax.checkpoint as ocp
 
-from starsse_jax import checkpoint, running_mean, sharding
+from starsse_jax import checkpoint, running_mean
 
 
 class Interrupted(Exception):
@@ -96,8 +95,6 @@ class RunCheckpointer:
 
   def save(self, progress: Progress) -> None:
     state = {"ensemble": _flatten(progress.ensemble), "states": _flatten(progress.states)}
-    if jax.process_count() > 1:  # whole numpy arrays in every process; orbax writes them once
-      state = sharding.to_host(state)
     meta = {"phase": progress.phase, "step": progress.step, "histories": progress.histories,
             "ensemble_ids": list(progress.ensemble_ids), "alive": progress.alive,
             "averaging": progress.states is not None and "average" in progress.states}
@@ -105,9 +102,7 @@ class RunCheckpointer:
     with self._manager() as mngr:
       if step_id in mngr.all_steps():  # re-saving the same point (e.g. signal at a boundary)
         return
-      mngr.save(step_id, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
-                                                 metadata=ocp.args.JsonSave(meta)))
-      mngr.wait_until_finished()
+      checkpoint.save_step(mngr, step_id, state, meta)
 
   def _unflatten(self, leaves: dict[str, Any], what: str, averaging: bool = False):
     if not leaves:

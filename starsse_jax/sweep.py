@@ -177,8 +177,7 @@ def run_sweep(config, workdir: str, data: TransferData | None = None,
   """The whole sweep: pre-train (or reuse) the checkpoints, train and evaluate every seed, write
   the CSVs, figures and summary. Returns ``{'rows', 'curves', 'summary', 'timing'}``."""
   validate(config)
-  if config.execution.distributed:
-    distributed.initialize(config.execution)  # must precede any other JAX call
+  distributed.initialize(config.execution)  # with execution.distributed; before any JAX call
   writes = distributed.is_writer()  # every process computes; only process 0 writes the outputs
   os.makedirs(workdir, exist_ok=True)
   start = time.perf_counter()

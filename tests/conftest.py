@@ -27,6 +27,11 @@ from starsse_jax.data import Split, TransferData  # noqa: E402
 FASHION_DIR = "/usr/share/datasets/fashion-mnist"
 
 
+def progress_lines(text: str) -> int:
+  """How many progress lines (one per ``log_every_steps``) a run's log holds."""
+  return sum(" step " in line and "ETA" in line for line in text.splitlines())
+
+
 def tiny_config(method="starsse", members=3):
   """A configuration whose every phase runs in a few steps on a tiny model."""
   c = configlib.base_config()

@@ -16,7 +16,7 @@ from starsse_jax import api, distributed, members, methods, models, sharding, tr
 def main(out, *joining):
   if joining:
     distributed.initialize(ml_collections.ConfigDict(dict(
-        coordinator_address=joining[0], num_processes=int(joining[1]),
+        distributed=True, coordinator_address=joining[0], num_processes=int(joining[1]),
         process_id=int(joining[2]), initialization_timeout_s=120)))
   import jax  # pylint: disable=g-import-not-at-top
   assert jax.device_count() == 8, jax.devices()

@@ -11,7 +11,7 @@ import time
 import numpy as np
 import pytest
 
-from conftest import REPO
+from conftest import REPO, progress_lines
 
 TESTS = os.path.join(REPO, "tests")
 CLI = ["--config=configs/tiny.py", "--config.model.width=4", "--config.num_members=4",
@@ -108,10 +108,6 @@ def _results(workdir):
   return results
 
 
-def _progress_lines(text):
-  return sum(" step " in line and "ETA" in line for line in text.splitlines())
-
-
 @pytest.fixture(scope="module")
 def single(tmp_path_factory):
   """The run in one process with 8 devices; its pre-trained checkpoint serves the others."""
@@ -131,7 +127,7 @@ def _two_processes(workdir, single, logs, kill_after=None):
                  logs) as procs:
     if kill_after is not None:
       deadline = time.time() + 300
-      while _progress_lines(procs.text(0)) < kill_after:
+      while progress_lines(procs.text(0)) < kill_after:
         assert time.time() < deadline and procs.procs[0].poll() is None, procs.text(0)[-3000:]
         time.sleep(0.1)
       procs.procs[1].send_signal(signal.SIGKILL)

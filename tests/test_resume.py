@@ -11,7 +11,7 @@ import jax
 import numpy as np
 import pytest
 
-from conftest import REPO, synthetic_transfer, tiny_config
+from conftest import REPO, progress_lines, synthetic_transfer, tiny_config
 from starsse_jax import api, checkpoint, members, models, resume
 
 ARGS = ["--config=configs/tiny.py", "--config.model.width=4", "--config.num_members=3",
@@ -34,9 +34,8 @@ def _run(workdir):
 
 def _ensemble(workdir):
   (directory,) = glob.glob(os.path.join(workdir, "checkpoints", "starsse-*"))
-  with resume.ocp.CheckpointManager(directory) as mngr:
-    restored = mngr.restore(mngr.latest_step(), args=resume.ocp.args.Composite(
-        state=resume.ocp.args.StandardRestore(), metadata=resume.ocp.args.JsonRestore()))
+  with checkpoint.manager(directory) as mngr:
+    restored = checkpoint.restore_step(mngr, mngr.latest_step())
   return restored["state"]["ensemble"]
 
 
@@ -45,10 +44,6 @@ def reference(tmp_path_factory):
   workdir = tmp_path_factory.mktemp("reference")
   _run(workdir)
   return workdir
-
-
-def _progress_lines(text):
-  return sum(" step " in line and "ETA" in line for line in text.splitlines())
 
 
 def test_sigkill_at_random_points_then_resume_is_exact(reference, tmp_path):
@@ -62,7 +57,7 @@ def test_sigkill_at_random_points_then_resume_is_exact(reference, tmp_path):
     with open(log_path, "w") as log:
       proc = subprocess.Popen(_command(tmp_path), cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
       deadline = time.time() + 300
-      while proc.poll() is None and _progress_lines(log_path.read_text()) < target:
+      while proc.poll() is None and progress_lines(log_path.read_text()) < target:
         assert time.time() < deadline, log_path.read_text()[-3000:]
         time.sleep(0.05)
       if proc.poll() is None:
