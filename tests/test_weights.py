@@ -143,16 +143,11 @@ def test_unreadable_files_are_named_with_the_fix(reference, tmp_path):
     weights.load(str(tmp_path / "cut.npz"), model)
 
 
-def test_legacy_torch_format_needs_torch_and_says_so(reference):
+def test_legacy_torch_format_reads_without_torch_like_the_zip_one(reference):
+  """torch's own pre-1.6 format, read by the library's restricted reader (never torch.load)."""
   assert not zipfile.is_zipfile(reference / "resnet18_legacy.pth")
-  try:
-    import torch  # noqa: F401  pylint: disable=unused-import,g-import-not-at-top
-  except ImportError:
-    with pytest.raises(weights.UnreadableWeightsError, match="legacy .* needs torch"):
-      weights.load(str(reference / "resnet18_legacy.pth"), _model("resnet18"))
-  else:  # with torch in this environment the legacy file loads like the zip one
-    _assert_trees_equal(weights.load(str(reference / "resnet18.pth"), _model("resnet18")),
-                        weights.load(str(reference / "resnet18_legacy.pth"), _model("resnet18")))
+  _assert_trees_equal(weights.load(str(reference / "resnet18.pth"), _model("resnet18")),
+                      weights.load(str(reference / "resnet18_legacy.pth"), _model("resnet18")))
 
 
 def test_prefixes_and_wrappers():

@@ -14,6 +14,7 @@ import os
 
 import numpy as np
 
+from starsse_jax import npz_file
 from starsse_jax.sources.common import (DatasetError, DatasetNotFoundError, Split, stack_images,
                                         thread_map)
 
@@ -77,8 +78,8 @@ def read(location: str, stored_size: int = 0, cache_dir: str = "", **unused) -> 
   cache = os.path.join(cache_dir or CACHE_DIR, f"folder-{digest}.npz")
   if os.path.isfile(cache):
     try:
-      with np.load(cache) as f:
-        return {s: Split(f[f"{s}_images"], f[f"{s}_labels"]) for s in ("train", "test")}
+      arrays = npz_file.load(cache)
+      return {s: Split(arrays[f"{s}_images"], arrays[f"{s}_labels"]) for s in ("train", "test")}
     except Exception as e:  # a damaged cache is rebuilt
       logging.warning("Image cache %s is unreadable (%s); decoding again.", cache, e)
   splits = {s: Split(_decode_all(files, stored_size, f"{root}/{s}"), np.asarray(labels, np.int32))

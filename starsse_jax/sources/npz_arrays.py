@@ -7,6 +7,7 @@ import os
 
 import numpy as np
 
+from starsse_jax import npz_file
 from starsse_jax.sources.common import DatasetError, DatasetNotFoundError, Split, stack_images
 
 NAMES = {"train": (("train_images", "train_labels"), ("x_train", "y_train")),
@@ -40,11 +41,9 @@ def read(location: str, stored_size: int = 0, **unused) -> dict[str, Split]:
     raise DatasetNotFoundError(f"No .npz file at {location!r}; set data.target='npz:PATH' to a "
                                "file with train_images, train_labels, test_images, test_labels.")
   try:
-    with np.load(location, allow_pickle=False) as f:
-      arrays = {k: f[k] for k in f.files}
-  except Exception as e:  # zipfile, zlib and numpy raise several types for damaged files
-    raise DatasetError(f"{location}: cannot be read ({type(e).__name__}: {e}); the file is "
-                       "truncated or not an .npz. Write it again with numpy.savez.") from e
+    arrays = npz_file.load(location)
+  except npz_file.NpzError as e:
+    raise DatasetError(f"{location}: {e}. Write it again with numpy.savez.") from e
   splits = {}
   for split, options in NAMES.items():
     keys = next((pair for pair in options if all(k in arrays for k in pair)), None)

@@ -10,16 +10,16 @@ from typing import Any, Callable
 
 import numpy as np
 
+from starsse_jax import npz_file
 from starsse_jax.weights import safetensors_file, torch_file
 from starsse_jax.weights.errors import UnreadableWeightsError, WeightsError
 
 
 def _read_npz(path: str) -> dict[str, np.ndarray]:
   try:
-    with np.load(path, allow_pickle=False) as f:
-      return {k: f[k] for k in f.files}
-  except Exception as e:  # zipfile, zlib and numpy raise several types for damaged files
-    raise UnreadableWeightsError(path, f"not a readable .npz ({type(e).__name__}: {e})") from e
+    return npz_file.load(path)
+  except npz_file.NpzError as e:
+    raise UnreadableWeightsError(path, str(e)) from e
 
 
 READERS: dict[str, Callable[[str], Any]] = {
