@@ -503,6 +503,12 @@ def basin_report(config, data: TransferData, ens: Ensemble,
 
 
 def _check_workdir(workdir: str) -> None:
+  """Refuses, before anything is read or computed, a workdir that cannot hold the outputs."""
+  if not workdir:
+    raise ValueError("The workdir is empty; name a directory with --workdir.")
+  if os.path.exists(workdir) and not os.path.isdir(workdir):
+    raise NotADirectoryError(f"Workdir {workdir!r} is a file, not a directory; choose another "
+                             "with --workdir.")
   try:
     os.makedirs(workdir, exist_ok=True)
     with tempfile.NamedTemporaryFile(dir=workdir):
@@ -525,6 +531,8 @@ def run(config, workdir: str, data: TransferData | tuple | None = None) -> dict[
   configlib.validate(config, data_given=data is not None)
   distributed.initialize(config.execution)  # with execution.distributed; before any JAX call
   _check_workdir(workdir)
+  if not config.pretrain.checkpoint:
+    _own_checkpoint_dir(config, workdir)  # a wrong pretrain.checkpoint_dir stops before the data
   writes = distributed.is_writer()  # every process computes; only process 0 writes the outputs
   times = {}
   t = time.perf_counter()
@@ -535,11 +543,14 @@ def run(config, workdir: str, data: TransferData | tuple | None = None) -> dict[
   _check_batch(config.finetune.batch_size, len(data.target_train), "finetune.batch_size",
                "target training images")
   times["data_s"] = time.perf_counter() - t
+  t = time.perf_counter()
+  # Weight files are read and checked before anything is written or trained.
+  pretrained = import_checkpoints(config, data) if config.pretrain.checkpoint else None
   writer = report.create_writer(workdir) if writes else report.LoggingWriter()
   try:
     with resume.StopRequest() as stop:
-      t = time.perf_counter()
-      pretrained = pretrain(config, data, workdir, writer, stop)
+      if pretrained is None:
+        pretrained = pretrain(config, data, workdir, writer, stop)
       times["pretrain_s"] = time.perf_counter() - t
       t = time.perf_counter()
       ens = finetune(config, data, pretrained, writer, workdir, stop)

@@ -78,7 +78,9 @@ def _select(split: Split, classes) -> Split:
   return Split(split.images[keep], relabel[split.labels[keep]])
 
 
-def _per_class(split: Split, counts: list[int], rng: np.random.Generator) -> list[Split]:
+def _per_class(split: Split, counts: list[int], rng: np.random.Generator,
+               what: str = "training", fields: str = "data.target_train_per_class / "
+               "data.target_val_per_class") -> list[Split]:
   """Disjoint class-balanced subsets of ``split``, ``counts[i]`` images per class each; a count
   of 0 in the last place takes all the images left."""
   picks = [[] for _ in counts]
@@ -86,9 +88,10 @@ def _per_class(split: Split, counts: list[int], rng: np.random.Generator) -> lis
     idx = rng.permutation(np.flatnonzero(split.labels == c))
     need = sum(counts)
     if len(idx) < need or (counts[-1] == 0 and len(idx) <= need):
-      raise ValueError(f"Class {c} has {len(idx)} training images; {need} requested "
-                       f"({counts}{', plus at least one to train on' if counts[-1] == 0 else ''})."
-                       " Lower data.target_train_per_class / target_val_per_class.")
+      raise DatasetError(
+          f"Class {c} has {len(idx)} {what} image(s) but the config asks for {need} per class "
+          f"({' + '.join(map(str, counts))}{', plus at least one to train on' if counts[-1] == 0 else ''}"
+          f"); lower {fields}.")
     start = 0
     for i, n in enumerate(counts):
       n = n or len(idx) - start
@@ -123,7 +126,8 @@ def _check(data: TransferData) -> TransferData:
 
 def _test_subset(test: Split, data_config, seed: int) -> Split:
   if data_config.get("target_test_per_class", 0):  # a fixed, seeded subset of the test split
-    test, = _per_class(test, [data_config.target_test_per_class], np.random.default_rng(seed + 1))
+    test, = _per_class(test, [data_config.target_test_per_class], np.random.default_rng(seed + 1),
+                       "test", "data.target_test_per_class")
   return test
 
 
@@ -139,6 +143,11 @@ def transfer_split(splits: dict[str, Split], data_config, seed: int,
   bad = [c for c in source_classes + target_classes if not 0 <= c < num_labels]
   if bad:
     raise ValueError(f"Classes {bad} do not exist in {data_config.name!r} (labels 0..{num_labels - 1}).")
+  counts = np.bincount(splits["train"].labels, minlength=num_labels)
+  empty = [c for c in source_classes + target_classes if counts[c] == 0]
+  if empty:
+    raise DatasetError(f"Classes {empty} of {data_config.name!r} have no training images (empty "
+                       "classes); choose others in data.source_classes / data.target_classes.")
   rng = np.random.default_rng(seed)
   source_train = _select(splits["train"], source_classes) if with_source else None
   target_train, target_val = _per_class(
@@ -160,11 +169,18 @@ def target_split(splits: dict[str, Split], data_config, seed: int) -> TransferDa
   if not len(train) or not len(test):
     raise DatasetError(f"The target data has {len(train)} training and {len(test)} test images; "
                        "both must be non-empty.")
-  num_classes = int(max(train.labels.max(), test.labels.max())) + 1
-  missing = sorted(set(range(num_classes)) - set(np.unique(train.labels).tolist()))
+  train_classes, test_classes = int(train.labels.max()) + 1, int(test.labels.max()) + 1
+  if train_classes != test_classes:
+    raise DatasetError(f"The training split has {train_classes} classes (labels 0.."
+                       f"{train_classes - 1}) but the test split {test_classes} (labels 0.."
+                       f"{test_classes - 1}); both must label the same classes.")
+  num_classes = train_classes
+  counts = np.bincount(train.labels, minlength=num_classes)
+  missing = np.flatnonzero(counts == 0).tolist()
   if missing:
-    raise DatasetError(f"Classes {missing[:10]} have no training images; labels must be "
-                       f"0..{num_classes - 1} with every class present.")
+    raise DatasetError(f"Classes {missing[:10]}{' ...' if len(missing) > 10 else ''} of 0.."
+                       f"{num_classes - 1} have no training images (empty classes); labels must "
+                       "be 0..C-1 with every class present.")
   rng = np.random.default_rng(seed)
   target_val, target_train = _per_class(
       train, [data_config.target_val_per_class, data_config.target_train_per_class], rng)

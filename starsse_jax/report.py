@@ -110,6 +110,10 @@ def quiet_cli_logging() -> None:
   absl_logging.set_verbosity(absl_logging.INFO)
   # Orbax logs every step of every save at INFO; keep the run's own progress readable.
   absl_logging.get_absl_handler().addFilter(lambda record: "orbax" not in record.pathname)
+  # JAX reports at INFO that a CPU-only machine has no TPU runtime: noise on every command line.
+  absl_logging.get_absl_handler().addFilter(
+      lambda record: not (record.pathname.endswith("xla_bridge.py")
+                          and record.levelno < absl_logging.converter.STANDARD_WARNING))
 
 
 def _pyplot():

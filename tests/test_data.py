@@ -84,7 +84,7 @@ def test_transfer_split_is_seeded_and_checks_classes(tmp_path):
   b = data.load_transfer_data(config)
   np.testing.assert_array_equal(a.target_train.images, b.target_train.images)
   config.data.target_train_per_class = 6
-  with pytest.raises(ValueError, match="Class .* has 6 training images; 8 requested"):
+  with pytest.raises(ValueError, match=r"Class .* has 6 training image\(s\) but the config asks for 8 per class"):
     data.load_transfer_data(config)
   config.data.target_train_per_class = 3
   config.data.target_classes = (4, 5)

@@ -77,7 +77,7 @@ def test_image_folder_is_decoded_once_at_a_fixed_size(tmp_path):
 def test_image_folder_errors_name_the_files(tmp_path):
   _write_folder(tmp_path / "pets", [(8, 8)])
   (tmp_path / "pets" / "train" / "dog" / "broken.jpg").write_bytes(b"not an image")
-  with pytest.raises(sources.DatasetError, match=r"1 image\(s\) cannot be decoded.*broken\.jpg"):
+  with pytest.raises(sources.DatasetError, match=r"1 image file\(s\) cannot be decoded.*broken\.jpg \(not a readable image"):
     image_folder.read(str(tmp_path / "pets"), 0, cache_dir=str(tmp_path / "c"))
   _write_folder(tmp_path / "half", [(8, 8)], splits=("train",))
   with pytest.raises(sources.DatasetNotFoundError, match="test/CLASS/"):
@@ -96,10 +96,10 @@ def test_npz_target_and_its_errors(tmp_path):
   assert d.image_shape == (6, 6, 3)  # grey images become RGB for an ImageNet network
   assert len(d.target_train) == 32 and d.target_test.images.dtype == np.uint8
   config.data.target_val_per_class = 10  # each class has 10 training images
-  with pytest.raises(ValueError, match=r"Class \d has 10 training images; 10 requested"):
+  with pytest.raises(ValueError, match=r"Class \d has 10 training image\(s\) but the config asks for 10 per class"):
     data.load_transfer_data(config)
   path.write_bytes(path.read_bytes()[:300])
-  with pytest.raises(sources.DatasetError, match=r"arrays\.npz: cannot be read.*truncated"):
+  with pytest.raises(sources.DatasetError, match=r"arrays\.npz: not a readable \.npz.*truncated"):
     data.load_transfer_data(config)
   np.savez(path, images=np.zeros((2, 4, 4), np.uint8))
   with pytest.raises(sources.DatasetError, match=r"needs arrays \('train_images'"):
@@ -127,8 +127,11 @@ def test_from_arrays_accepts_float_images_and_checks_them():
   with pytest.raises(sources.DatasetError, match="one label each"):
     data.from_arrays(config, np.zeros((3, 5, 5)), np.zeros(2, int), np.zeros((1, 5, 5)),
                      np.zeros(1, int))
-  with pytest.raises(sources.DatasetError, match=r"Classes \[1\] have no training images"):
+  with pytest.raises(sources.DatasetError, match=r"Classes \[1\] of 0..2 have no training images"):
     data.from_arrays(config, np.zeros((4, 5, 5), np.uint8), np.array([0, 0, 2, 2]),
+                     np.zeros((2, 5, 5), np.uint8), np.array([0, 2]))
+  with pytest.raises(sources.DatasetError, match="training split has 3 classes .* test split 2"):
+    data.from_arrays(config, np.zeros((4, 5, 5), np.uint8), np.array([0, 1, 2, 2]),
                      np.zeros((2, 5, 5), np.uint8), np.array([0, 1]))
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Callable
 
 from starsse_jax.sources import fashion_mnist, image_folder, npz_arrays, tfds_source
-from starsse_jax.sources.common import DatasetError, DatasetNotFoundError, Split
+from starsse_jax.sources.common import DatasetError, DatasetNotFoundError, Split, check_split
 
 SOURCES: dict[str, Callable[..., dict[str, Split]]] = {
     "fashion_mnist": fashion_mnist.read,
@@ -36,7 +36,10 @@ def read(spec: str, stored_size: int = 0, default_location: str = "", **options
   """Reads the source named by ``spec``; ``options`` (``data_dir`` for TFDS, ``cache_dir`` for
   image folders) go to the sources that use them."""
   name, location = parse(spec, default_location)
-  return SOURCES[name](location, stored_size, **options)
+  splits = SOURCES[name](location, stored_size, **options)
+  for split_name, split in splits.items():
+    check_split(split, f"{spec} ({split_name})")
+  return splits
 
 
 __all__ = ["SOURCES", "Split", "DatasetError", "DatasetNotFoundError", "parse", "read"]

@@ -25,6 +25,28 @@ class DatasetError(ValueError):
   names the file and the fix."""
 
 
+def check_labels(labels: np.ndarray, where: str) -> None:
+  """Labels must be integers >= 0 (class indices); a bound above is the data's own class count."""
+  if labels.dtype.kind not in "iu":
+    raise DatasetError(f"{where}: labels have dtype {labels.dtype}; they must be integer class "
+                       "indices 0..C-1.")
+  if labels.size and labels.min() < 0:
+    raise DatasetError(f"{where}: {int((labels < 0).sum())} label(s) are negative (e.g. "
+                       f"{int(labels.min())}); labels must be class indices 0..C-1.")
+  if labels.size and labels.max() > np.iinfo(np.int32).max:
+    raise DatasetError(f"{where}: label {int(labels.max())} is out of range; labels must be class "
+                       "indices 0..C-1.")
+
+
+def check_split(split: "Split", where: str) -> None:
+  """What every source must deliver: uint8 images ``[N, H, W, C]``, one integer label each."""
+  images, labels = split.images, np.asarray(split.labels)
+  if images.dtype != np.uint8 or images.ndim != 4 or labels.ndim != 1 or len(images) != len(labels):
+    raise DatasetError(f"{where}: expected uint8 images [N, H, W, C] with one label each, got "
+                       f"{images.dtype} images {images.shape} and labels {labels.shape}.")
+  check_labels(labels, where)
+
+
 def thread_map(fn, items) -> list:
   """``[fn(x) for x in items]`` on threads: PIL releases the GIL while decoding and resizing."""
   with concurrent.futures.ThreadPoolExecutor(max(1, min(16, os.cpu_count() or 1))) as pool:

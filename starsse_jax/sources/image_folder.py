@@ -23,33 +23,51 @@ CACHE_DIR = os.path.join(os.path.expanduser("~"), ".cache", "starsse_jax")
 
 
 def _files(root: str, classes: list[str]) -> tuple[list[str], list[int]]:
-  files, labels = [], []
+  """Image files and their labels; a file of another kind in a class folder is refused by name
+  (hidden files such as ``.DS_Store`` are skipped)."""
+  files, labels, other = [], [], []
   for label, name in enumerate(classes):
     directory = os.path.join(root, name)
     if not os.path.isdir(directory):
       continue
     for f in sorted(os.listdir(directory)):
+      path = os.path.join(directory, f)
+      if f.startswith(".") or os.path.isdir(path):
+        continue
       if f.lower().endswith(EXTENSIONS):
-        files.append(os.path.join(directory, f))
+        files.append(path)
         labels.append(label)
+      else:
+        other.append(path)
+  if other:
+    raise DatasetError(f"{root}: {len(other)} file(s) that are not images ({', '.join(EXTENSIONS)})"
+                       f": {_names(other)}. Move them out of the image folder.")
   return files, labels
+
+
+def _names(items: list[str], limit: int = 5) -> str:
+  shown = ", ".join(items[:limit])
+  return shown + (f" and {len(items) - limit} more" if len(items) > limit else "")
 
 
 def _decode(path: str) -> np.ndarray | str:
   from PIL import Image, UnidentifiedImageError  # pylint: disable=g-import-not-at-top
+  if os.path.getsize(path) == 0:
+    return f"{path} (empty file)"
   try:
     with Image.open(path) as im:
       return np.asarray(im.convert("RGB"))
-  except (OSError, UnidentifiedImageError, ValueError) as e:
-    return f"{path} ({type(e).__name__}: {e})"
+  except (OSError, UnidentifiedImageError, ValueError, SyntaxError) as e:
+    why = "truncated" if "truncated" in str(e) else "not a readable image"
+    return f"{path} ({why}: {type(e).__name__})"
 
 
 def _decode_all(files: list[str], stored_size: int, where: str) -> np.ndarray:
   decoded = thread_map(_decode, files)
   bad = [d for d in decoded if isinstance(d, str)]
   if bad:
-    raise DatasetError(f"{where}: {len(bad)} image(s) cannot be decoded, e.g. {bad[:3]}. Remove "
-                       "or replace them.")
+    raise DatasetError(f"{where}: {len(bad)} image file(s) cannot be decoded: {_names(bad)}. "
+                       "Remove or replace them.")
   return stack_images(decoded, stored_size, where)
 
 

@@ -6,6 +6,9 @@ Examples are read in chunks (``__getitems__``), not one by one.
 """
 from __future__ import annotations
 
+import glob
+import os
+
 import numpy as np
 
 from starsse_jax.sources.common import DatasetNotFoundError, Split, stack_images
@@ -43,12 +46,27 @@ def read_split(name: str, split: str, data_dir: str, stored_size: int = 0) -> Sp
                np.asarray(labels, np.int32))
 
 
+def _check_prepared(name: str, data_dir: str) -> None:
+  """Raises the short message when ``name`` has never been prepared in ``data_dir``."""
+  root = os.path.expanduser(data_dir or os.path.join("~", "tensorflow_datasets"))
+  if not glob.glob(os.path.join(root, name.split(":")[0], "**", "dataset_info.json"),
+                   recursive=True):
+    raise DatasetNotFoundError(
+        f"TFDS dataset {name!r} is not prepared in data.tfds_data_dir={data_dir!r} (no "
+        f"{os.path.join(root, name)}/.../dataset_info.json; nothing is downloaded at run time). "
+        f"Prepare it on a machine with internet access with `tfds build {name} "
+        "--file_format=array_record --data_dir=DIR`, copy DIR here and set "
+        "--config.data.tfds_data_dir=DIR.")
+
+
 def read(location: str, stored_size: int = 0, data_dir: str = "", **unused) -> dict[str, Split]:
   """``location`` is ``NAME`` (e.g. ``cifar100``, ``sun397/standard-part1-120k``); the data
   directory comes from ``data.tfds_data_dir`` (``data_dir``)."""
   name = location
   if not name:
     raise ValueError("Name the TFDS dataset: data.target='tfds:NAME', e.g. 'tfds:cifar100'.")
+  if data_dir:  # (the default directory is where tfds.testing.mock_data pretends to read)
+    _check_prepared(name, data_dir)
   splits = {}
   for split, candidates in (("train", TRAIN_SPLITS), ("test", TEST_SPLITS)):
     errors = []
@@ -59,6 +77,7 @@ def read(location: str, stored_size: int = 0, data_dir: str = "", **unused) -> d
       except Exception as e:  # tfds raises several types for "not there"
         errors.append(f"{candidate}: {type(e).__name__}: {str(e)[:300]}")
     if split not in splits:
+      _check_prepared(name, data_dir)
       raise DatasetNotFoundError(
           f"TFDS dataset {name!r} ({' / '.join(candidates)} split) could not be read from "
           f"data_dir {data_dir or '(default)'}: {'; '.join(errors)}. Prepare it on a machine "
