@@ -546,12 +546,14 @@ def run(config, workdir: str, data: TransferData | tuple | None = None) -> dict[
   t = time.perf_counter()
   # Weight files are read and checked before anything is written or trained.
   pretrained = import_checkpoints(config, data) if config.pretrain.checkpoint else None
+  times["pretrain_s"] = time.perf_counter() - t
   writer = report.create_writer(workdir) if writes else report.LoggingWriter()
   try:
     with resume.StopRequest() as stop:
       if pretrained is None:
+        t = time.perf_counter()
         pretrained = pretrain(config, data, workdir, writer, stop)
-      times["pretrain_s"] = time.perf_counter() - t
+        times["pretrain_s"] = time.perf_counter() - t
       t = time.perf_counter()
       ens = finetune(config, data, pretrained, writer, workdir, stop)
       times["finetune_s"] = time.perf_counter() - t
