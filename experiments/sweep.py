@@ -15,7 +15,7 @@ from ml_collections import config_flags
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from starsse_jax import report, resume, sweep  # noqa: E402
+from starsse_jax import cli, report, resume, sweep  # noqa: E402
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Path to a sweep config file.",
                                           lock_config=True)
@@ -25,19 +25,25 @@ flags.mark_flags_as_required(["config"])
 
 def main(argv):
   if len(argv) > 1:
-    raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+    cli.fail(f"unexpected arguments {argv[1:]}; config fields are set as --config.FIELD=VALUE.")
   report.quiet_cli_logging()
-  if "sweep" not in _CONFIG.value:
-    raise app.UsageError("This config has no 'sweep' section; start from configs/sweep.py.")
+  try:
+    config = _CONFIG.value
+  except (OSError, ValueError, SyntaxError) as e:
+    cli.fail(f"--config: {e}", e)
+  if "sweep" not in config:
+    cli.fail("This config has no 'sweep' section; start from configs/sweep.py.")
   try:
     with resume.StopRequest() as stop:
-      out = sweep.run_sweep(_CONFIG.value, _WORKDIR.value, stop=stop)
+      out = sweep.run_sweep(config, _WORKDIR.value, stop=stop)
   except resume.Interrupted as stopped:
-    print(f"\n{stopped}")
+    cli.stopped_cleanly(stopped)
     return 0
+  except cli.INPUT_ERRORS as e:
+    cli.fail_input(e)
   print(f"\n{out['summary']}\nwall time: {out['timing']['total_s']:.0f} s; "
         f"outputs in {_WORKDIR.value}")
 
 
 if __name__ == "__main__":
-  app.run(main)
+  app.run(main, flags_parser=cli.parse_flags)

@@ -557,11 +557,14 @@ def run(config, workdir: str, data: TransferData | tuple | None = None) -> dict[
       t = time.perf_counter()
       ens = finetune(config, data, pretrained, writer, workdir, stop)
       times["finetune_s"] = time.perf_counter() - t
-    t = time.perf_counter()
-    results = evaluate(config, data, ens)
-    if config.eval.basin:
-      results["basin"] = basin_report(config, data, ens, pretrained)
-    times["evaluate_s"] = time.perf_counter() - t
+      # Evaluation writes nothing until it is done and a rerun redoes it from the saved
+      # ensemble: a stop ends it at once.
+      with stop.immediate("evaluating"):
+        t = time.perf_counter()
+        results = evaluate(config, data, ens)
+        if config.eval.basin:
+          results["basin"] = basin_report(config, data, ens, pretrained)
+        times["evaluate_s"] = time.perf_counter() - t
   finally:
     writer.close()
   trained = ens.phases + (ens.baseline.phases[1:] if ens.baseline is not None else [])

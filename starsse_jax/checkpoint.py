@@ -6,7 +6,10 @@ what the configured model expects, and a mismatch names the first differing leaf
 """
 from __future__ import annotations
 
+import errno
+import glob
 import os
+import shutil
 from typing import Any
 
 import jax
@@ -19,6 +22,10 @@ from starsse_jax import models, sharding
 
 class CheckpointMismatchError(ValueError):
   """A checkpoint does not fit the configured model."""
+
+
+class DiskFullError(OSError):
+  """A save ran out of disk space; the earlier checkpoints are intact."""
 
 
 def _describe(tree: Any) -> dict[str, tuple[tuple[int, ...], str]]:
@@ -79,6 +86,13 @@ def exists(directory: str) -> bool:
     return mngr.latest_step() is not None
 
 
+def remove_partial_saves(directory: str) -> None:
+  """Removes the temporary directories of saves cut short (killed, disk full): orbax renames a
+  save into place only when it is complete, so they never hold a usable checkpoint."""
+  for partial in glob.glob(os.path.join(directory, "*.orbax-checkpoint-tmp*")):
+    shutil.rmtree(partial, ignore_errors=True)
+
+
 def manager(directory: str, **options) -> ocp.CheckpointManager:
   """An orbax manager of checkpoints with a ``state`` pytree and JSON ``metadata``."""
   return ocp.CheckpointManager(
@@ -93,9 +107,25 @@ def save_step(mngr: ocp.CheckpointManager, step: int, state: Any,
   several processes every process calls it with whole numpy arrays, which orbax writes once."""
   if jax.process_count() > 1:
     state = sharding.to_host(state)
-  mngr.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
-                                          metadata=ocp.args.JsonSave(metadata)))
-  mngr.wait_until_finished()
+  try:
+    mngr.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
+                                            metadata=ocp.args.JsonSave(metadata)))
+    mngr.wait_until_finished()
+  except OSError as e:
+    if e.errno not in (errno.ENOSPC, errno.EDQUOT):
+      raise
+    try:  # let the manager's threads finish with the partial save, then remove it
+      mngr.close()
+    except OSError:
+      pass
+    remove_partial_saves(str(mngr.directory))
+    kept = [s for s in mngr.all_steps() if s != step]
+    raise DiskFullError(
+        errno.ENOSPC, f"No space left on the device while saving checkpoint {step} in "
+        f"{mngr.directory}; the partial save is discarded and "
+        f"{f'checkpoint {max(kept)} is intact' if kept else 'no earlier checkpoint exists'}. "
+        "Free some space (or choose another --workdir) and rerun the same command to resume"
+    ) from e
 
 
 def restore_step(mngr: ocp.CheckpointManager, step: int) -> dict[str, Any]:

@@ -12,6 +12,7 @@ mid-save never leaves a checkpoint that looks finished. A finished but unreadabl
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -34,18 +35,43 @@ class StopRequest:
   """Turns SIGTERM and SIGINT into a flag that the training loop checks after every step.
 
   The current step finishes, the loop saves and raises ``Interrupted``. A second signal while a
-  save is pending is ignored rather than killing the save.
+  save is pending is ignored rather than killing the save. Inside ``immediate(...)`` (work that
+  saves nothing and is redone by a rerun, such as evaluation) a signal raises ``Interrupted`` at
+  once instead of waiting for a training step that may be minutes away.
+
+  The handler only sets flags (or raises): it never writes a log line, since a signal that lands
+  while the main thread is writing to the same stream would make that write fail.
   """
 
   def __init__(self):
     self.requested = False
+    self.signal_name = ""
     self._previous = {}
+    self._immediate = None
 
   def _handler(self, signum, _frame):
-    if not self.requested:
-      logging.warning("Received %s: finishing the current step, saving, then exiting.",
-                      signal.Signals(signum).name)
-    self.requested = True
+    first = not self.requested
+    self.requested, self.signal_name = True, signal.Signals(signum).name
+    if self._immediate is not None and first:
+      raise Interrupted(f"Received {self.signal_name} while {self._immediate}; the training "
+                        "progress was saved before. Rerun the same command to resume.")
+
+  def announce(self) -> None:
+    """Logs the request (from the loop that acts on it, not from the signal handler)."""
+    logging.warning("Received %s: saving the progress, then exiting.",
+                    self.signal_name or "a stop request")
+
+  @contextlib.contextmanager
+  def immediate(self, what: str):
+    """Within it, a stop (or one already requested) raises ``Interrupted`` at once."""
+    if self.requested:
+      raise Interrupted(f"Stopped before {what}; the training progress was saved. Rerun the "
+                        "same command to resume.")
+    self._immediate = what
+    try:
+      yield self
+    finally:
+      self._immediate = None
 
   def __enter__(self):
     if threading.current_thread() is threading.main_thread():
@@ -118,6 +144,7 @@ class RunCheckpointer:
     """The latest readable progress, or None when the directory holds none."""
     if not os.path.isdir(self.directory):
       return None
+    checkpoint.remove_partial_saves(self.directory)
     with self._manager() as mngr:
       steps = sorted(mngr.all_steps(), reverse=True)
       for i, step_id in enumerate(steps):

@@ -13,6 +13,7 @@ Outputs in the workdir: ``sweep.csv`` (one row per seed x cell, every number), `
 """
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import logging
@@ -195,8 +196,12 @@ def run_sweep(config, workdir: str, data: TransferData | None = None,
       t = time.perf_counter()
       model, variables, plan = train_seed(config, data, pretrained, seed, workdir, stop)
       t_train = time.perf_counter() - t
-      done = evaluate_seed(config, data, model, variables, plan, pretrained, seed,
-                           basin_curves=True)
+      # Evaluating a seed takes minutes and saves nothing until it is done; the seed's training
+      # is saved, so a stop ends the evaluation at once (a rerun evaluates again).
+      with stop.immediate(f"evaluating seed {seed}") if stop else contextlib.nullcontext():
+        logging.info("Seed %d: evaluating %d members.", seed, members.num_members(variables))
+        done = evaluate_seed(config, data, model, variables, plan, pretrained, seed,
+                             basin_curves=True)
       done["timing"] = {"train_s": t_train, "evaluate_s": time.perf_counter() - t - t_train}
       if writes:
         report.write_json(path, done)
@@ -447,10 +452,14 @@ def plot_sweep(workdir: str, rows, curves) -> None:
         for method, label, style in styles:
           if method in ("local_de", "global_de"):
             mean, std = _stat(cells.get((method, None, None), []), key)
+            if np.isnan(mean):
+              continue
             ax.axhline(mean, ls=style, color="gray" if method == "local_de" else "black",
                        label=label)
             continue
           stats = [_stat(cells.get((method, r, cr), []), key) for r in lr_ratios]
+          if all(np.isnan(s[0]) for s in stats):  # not measured (e.g. eval.soups=False)
+            continue
           ax.errorbar(lr_ratios, [s[0] for s in stats], [s[1] for s in stats], marker="o",
                       ls=style, capsize=2, label=label)
         ax.set_xscale("log", base=2)
@@ -458,6 +467,9 @@ def plot_sweep(workdir: str, rows, curves) -> None:
         ax.set_xlabel("lr_ratio")
         if j == 0:
           ax.set_ylabel(title_of(key), fontsize=9)
+    if not any(ax.has_data() for row in axes for ax in row):
+      plt.close(fig)
+      return
     axes[0][0].legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(os.path.join(workdir, path), dpi=110)

@@ -316,6 +316,8 @@ def run_phase(trainer: Trainer, states: State, member_seeds: np.ndarray, split: 
         writer.write_scalars(row["step"], {key: v for key, v in row.items()
                                            if key not in ("step", "phase")})
     if saving:
+      if stopping and stop is not None:
+        stop.announce()
       save(states, done, history, ids.tolist())
       if stopping:
         raise resume.Interrupted(f"Stopped in phase {name!r} after step {done}/{num_steps}; "
@@ -456,6 +458,8 @@ def run_plan(trainer: Trainer, plan: list[methods.Phase], split: data_lib.Split,
         checkpointer.save(resume.Progress(phase_index + 1, 0, ensemble, None, histories,
                                           ensemble_ids))
       if sharding.any_process(stop is not None and stop.requested):
+        if stop is not None:
+          stop.announce()
         raise resume.Interrupted(f"Stopped after phase {phase.name!r}; progress saved. Rerun the "
                                  "same command to resume.")
     step_offset += phase.num_steps

@@ -66,6 +66,7 @@ def _cases(d):
   png = open(os.path.join(REPO, "tests", "test_bad_inputs.py"), "rb").read()[:40]  # not a PNG
   Image.fromarray(np.zeros((64, 64, 3), np.uint8)).save(os.path.join(d, "whole.png"))
   truncated_png = open(os.path.join(d, "whole.png"), "rb").read()[:60]
+  big_png = open(os.path.join(d, "whole.png"), "rb").read()  # 64x64 among 8x8 images
   fmnist = os.path.join(d, "fmnist_truncated")
   os.makedirs(fmnist)
   for name in os.listdir(FASHION_DIR):
@@ -164,6 +165,8 @@ def _cases(d):
       ("folder stray file", whole(_folder(p("f3"), "labels.csv", b"a,b")),
        "file(s) that are not images"),
       ("folder without test", whole(f"folder:{p('f4_missing')}"), "needs subfolders train/CLASS/"),
+      ("folder mixed sizes", whole(_folder(p("f5"), "big.png", big_png)),
+       "images have different sizes"),
       # Weight files.
       ("weights missing", ckpt(p("none.pth")), "none.pth': no such file"),
       ("weights malicious", ckpt(p("evil.pth")), "evil.pth: no ResNet stem"),

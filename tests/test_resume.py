@@ -138,3 +138,39 @@ def test_fingerprint_ignores_logging_but_not_training():
   other = tiny_config()
   other.finetune.lr = 0.5
   assert resume.fingerprint(base) != resume.fingerprint(other.to_dict())
+
+
+def test_a_stop_during_immediate_work_raises_at_once():
+  """Evaluation saves nothing and is redone on a rerun: a signal ends it without waiting for a
+  training step; outside ``immediate`` the signal only sets the flag."""
+  with resume.StopRequest() as stop:
+    os.kill(os.getpid(), signal.SIGTERM)
+    assert stop.requested and stop.signal_name == "SIGTERM"  # deferred: training checks it
+    with pytest.raises(resume.Interrupted, match="Stopped before evaluating"):
+      with stop.immediate("evaluating"):
+        pytest.fail("entered although a stop was already requested")
+  with resume.StopRequest() as stop:
+    with pytest.raises(resume.Interrupted, match="Received SIGTERM while evaluating"):
+      with stop.immediate("evaluating"):
+        os.kill(os.getpid(), signal.SIGTERM)
+        for _ in range(1000):  # the handler runs between bytecodes of this loop
+          time.sleep(0.001)
+        pytest.fail("the signal did not interrupt the work")
+
+
+def test_sweep_stopped_after_training_a_seed_does_not_evaluate_it(tmp_path, monkeypatch):
+  from starsse_jax import sweep  # pylint: disable=g-import-not-at-top
+  from test_sweep import _tiny_sweep_config  # pylint: disable=g-import-not-at-top
+  config = _tiny_sweep_config()
+  stop = resume.StopRequest()
+  train_seed = sweep.train_seed
+
+  def train_then_stop(*args, **kwargs):
+    out = train_seed(*args, **kwargs)
+    stop.requested = True  # SIGTERM lands while the seed's last step runs
+    return out
+
+  monkeypatch.setattr(sweep, "train_seed", train_then_stop)
+  monkeypatch.setattr(sweep, "evaluate_seed", lambda *a, **k: pytest.fail("evaluated"))
+  with pytest.raises(resume.Interrupted, match="Stopped before evaluating seed 0"):
+    sweep.run_sweep(config, str(tmp_path), data=synthetic_transfer(), stop=stop)

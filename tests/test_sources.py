@@ -153,3 +153,23 @@ def test_host_and_device_placement_train_identically():
 
 def test_fits_on_device_on_cpu_is_always_true():
   assert data.fits_on_device(10 ** 15)
+
+
+def test_float_and_integer_images_say_which_range_was_assumed(caplog):
+  caplog.set_level("INFO")
+  labels = np.arange(4) % 2
+  unit = sources.npz_arrays.from_arrays(np.full((4, 3, 3), 0.5), labels, where="unit")
+  assert unit.images.dtype == np.uint8 and (unit.images == 128).all()
+  assert "unit: float images in [0.5, 0.5]: assumed the range [0, 1]" in caplog.text
+  wide = sources.npz_arrays.from_arrays(np.full((4, 3, 3), 200.0), labels, where="wide")
+  assert (wide.images == 200).all()
+  assert "wide: float64 images in [200, 200]: assumed the range [0, 255]" in caplog.text
+  ints = sources.npz_arrays.from_arrays(np.full((4, 3, 3), 7, np.int64), labels, where="ints")
+  assert (ints.images == 7).all() and "ints: int64 images in [7, 7]" in caplog.text
+  with pytest.raises(sources.DatasetError, match="dtype bool"):
+    sources.npz_arrays.from_arrays(np.zeros((4, 3, 3), bool), labels)
+  with pytest.raises(sources.DatasetError, match="images have different sizes"):
+    sources.npz_arrays.from_arrays([np.zeros((3, 3)), np.zeros((4, 4))], np.arange(2))
+  mixed = sources.npz_arrays.from_arrays([np.zeros((3, 3)), np.zeros((4, 4))], np.arange(2),
+                                         stored_size=2)
+  assert mixed.images.shape == (2, 2, 2, 1)

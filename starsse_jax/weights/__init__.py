@@ -4,8 +4,9 @@
     weights.export(variables, "mine.safetensors")              # torchvision layout
 
 Formats (``formats.READERS``): ``.safetensors`` and ``.npz`` with numpy alone; PyTorch
-``.pth``/``.pth.tar``/``.pt`` without torch for the zip format every PyTorch since 1.6 writes (a
-restricted unpickler that executes nothing), with torch for the legacy format. Wrapped
+``.pth``/``.pth.tar``/``.pt`` in the zip format of PyTorch >= 1.6 and the legacy stream before it,
+by a restricted unpickler that executes nothing from the file (torch is never used). Declared
+sizes are checked before anything is allocated. Wrapped
 checkpoints (``state_dict``, ``model_state``, ``model``, ...) are unwrapped and prefixes such as
 ``module.`` or ``module.encoder_q.`` stripped (``select``). Every tensor is checked against the
 model before anything is trained: a file of another architecture, a missing or an unexpected key
