@@ -105,6 +105,9 @@ class _StopAfter:
     self.n -= 1
     return self.n < 0
 
+  def announce(self):
+    pass
+
 
 def test_swa_resumes_mid_average_exactly(synthetic, tmp_path):
   config = tiny_config("swa", members=3)

@@ -4,7 +4,11 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from conftest import REPO
+
+pytestmark = pytest.mark.slow  # minutes: `pytest -m "not slow"` leaves it out
 
 
 def test_eight_devices_match_one():

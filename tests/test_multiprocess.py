@@ -13,6 +13,7 @@ import pytest
 
 from conftest import REPO, progress_lines
 
+pytestmark = pytest.mark.slow  # minutes: `pytest -m "not slow"` leaves it out
 TESTS = os.path.join(REPO, "tests")
 CLI = ["--config=configs/tiny.py", "--config.model.width=4", "--config.num_members=4",
        "--config.data.target_train_per_class=16", "--config.data.target_val_per_class=4",

@@ -2,9 +2,12 @@
 import os
 
 import nbformat
+import pytest
 from nbclient import NotebookClient
 
 from conftest import REPO
+
+pytestmark = pytest.mark.slow  # minutes: `pytest -m "not slow"` leaves it out
 
 
 def test_quickstart_notebook_runs(tmp_path, monkeypatch):

@@ -25,7 +25,8 @@ TINY = ["--config.model.stage_sizes=(1,)", "--config.model.width=4",
         "--config.checkpoint_every_steps=2", "--config.log_every_steps=2",
         "--config.eval.soups=False", "--config.eval.ood=none", "--config.eval.bn_batch_size=50"]
 METHODS = {  # each method's own config, shrunk; what it needs to stay tiny
-    "local_de": ["--config.num_members=3"],
+    "local_de": ["--config.num_members=3",
+                 "--config.finetune.epochs=12"],  # one phase: as many lines as the others
     "global_de": ["--config.num_members=3", "--config.pretrain.num_checkpoints=3"],
     "sse": ["--config.num_members=3"],
     "starsse": ["--config.num_members=3"],  # with its Local DE baseline, as configs/starsse.py
@@ -33,7 +34,7 @@ METHODS = {  # each method's own config, shrunk; what it needs to stay tiny
     "swa": ["--config.num_members=2", "--config.finetune.swa_epochs=2",
             "--config.finetune.swa_collect_every=0.5"],
     "mc_dropout": ["--config.num_members=2", "--config.eval.mc_samples=2",
-                   "--config.finetune.epochs=8"],  # one phase: as many steps as the others
+                   "--config.finetune.epochs=12"],
 }
 SWEEP = ["--config.num_members=2", "--config.pretrain.num_checkpoints=2",
          "--config.sweep.lr_ratios=(0.5,2.0)", "--config.sweep.cycle_ratios=(1.0,)",
