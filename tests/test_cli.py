@@ -16,6 +16,7 @@ def _main(*args, workdir):
                         cwd=REPO, capture_output=True, text=True, timeout=600)
 
 
+@pytest.mark.slow
 def test_starsse_end_to_end_then_reuse_pretrained(tmp_path):
   run = _main(*TINY, workdir=tmp_path)
   assert run.returncode == 0, run.stderr[-3000:]

@@ -46,6 +46,7 @@ def reference(tmp_path_factory):
   return workdir
 
 
+@pytest.mark.slow
 def test_sigkill_at_random_points_then_resume_is_exact(reference, tmp_path):
   """Kills land after a seeded random number of progress lines (every 2 steps, each with a save),
   so where the run dies depends on training progress, not on how busy the machine is."""
@@ -77,6 +78,7 @@ def test_sigkill_at_random_points_then_resume_is_exact(reference, tmp_path):
     np.testing.assert_array_equal(ours[key], theirs[key])
 
 
+@pytest.mark.slow
 def test_sigterm_saves_exits_zero_and_resumes(reference, tmp_path):
   log_path = tmp_path / "run.log"
   with open(log_path, "w") as log:
