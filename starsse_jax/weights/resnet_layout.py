@@ -1,6 +1,6 @@
 """torchvision's ResNet state_dict layout <-> this library's Flax ResNet variables.
 
-The Flax modules carry torchvision's names (``models.py``), so a key maps to a path by renaming
+The Flax modules carry torchvision's names (``starsse_jax.models``), so a key maps to a path by renaming
 ``layerS.B`` <-> ``layerS_B``, ``downsample.0/1`` <-> ``downsample_conv/_bn``, ``fc`` <-> ``head``,
 and a leaf by its kind: conv weight OIHW <-> kernel HWIO, linear weight [out, in] <-> kernel
 [in, out], BatchNorm ``weight``/``bias`` <-> ``scale``/``bias`` (params) and ``running_mean`` /

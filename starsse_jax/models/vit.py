@@ -1,0 +1,116 @@
+"""Vision Transformers that compute exactly what timm's ``VisionTransformer`` computes.
+
+    model = ViT(**VIT_SIZES["vit_tiny_patch16_224"], num_classes=10)
+    logits = model.apply({"params": params}, images_nhwc, train=False)
+
+Module names follow timm's state_dict (``patch_embed``, ``blocks_3/attn/qkv``, ``norm``,
+``head``), so converting weights is a renaming plus transposes (``starsse_jax.weights.vit_layout``).
+What a port gets wrong most often, done as timm does it: exact (erf) GELU, not Flax's tanh
+default; LayerNorm eps 1e-6 (Flax's default, but CLIP needs 1e-5); one fused ``qkv`` projection
+whose output rows are q, k, v and, within each, head-major; the class token prepended *before*
+the position embedding (whose first slot is the class token's) is added; class-token pooling.
+
+No BatchNorm: a ViT's variables are ``{'params'}`` only.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+HEAD = "head"
+
+
+@dataclasses.dataclass(frozen=True)
+class Size:
+  patch: int
+  width: int
+  depth: int
+  heads: int
+  image_size: int
+  mlp_ratio: float = 4.0
+
+
+VIT_SIZES = {  # timm's names: vit_{tiny,small,base,large}_patch{16,32}_{224,384}
+    f"vit_{name}_patch{patch}_{image}": Size(patch, width, depth, heads, image)
+    for name, (width, depth, heads) in {"tiny": (192, 12, 3), "small": (384, 12, 6),
+                                        "base": (768, 12, 12), "large": (1024, 24, 16)}.items()
+    for patch in (16, 32) for image in (224, 384)
+}
+
+
+class Attention(nn.Module):
+  """timm's ``Attention``: softmax(q k^T / sqrt(d)) v over heads, from one fused qkv."""
+  heads: int
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x):
+    b, n, d = x.shape
+    hd = d // self.heads
+    qkv = nn.Dense(3 * d, dtype=self.dtype, name="qkv")(x)
+    qkv = qkv.reshape(b, n, 3, self.heads, hd).transpose(2, 0, 3, 1, 4)  # [3, B, H, N, hd]
+    q, k, v = qkv[0] * hd ** -0.5, qkv[1], qkv[2]
+    weights = nn.softmax(jnp.einsum("bhqd,bhkd->bhqk", q, k).astype(jnp.float32), axis=-1)
+    out = jnp.einsum("bhqk,bhkd->bhqd", weights.astype(v.dtype), v)
+    return nn.Dense(d, dtype=self.dtype, name="proj")(out.transpose(0, 2, 1, 3).reshape(b, n, d))
+
+
+class Block(nn.Module):
+  heads: int
+  mlp_ratio: float
+  epsilon: float
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x):
+    d = x.shape[-1]
+    norm = lambda name: nn.LayerNorm(epsilon=self.epsilon, dtype=self.dtype, name=name)
+    x = x + Attention(self.heads, self.dtype, name="attn")(norm("norm1")(x))
+    h = nn.Dense(int(d * self.mlp_ratio), dtype=self.dtype, name="mlp_fc1")(norm("norm2")(x))
+    h = nn.gelu(h, approximate=False)  # timm's nn.GELU is exact; Flax's default is tanh
+    return x + nn.Dense(d, dtype=self.dtype, name="mlp_fc2")(h)
+
+
+class ViT(nn.Module):
+  """timm's ``VisionTransformer`` with class-token pooling (``global_pool='token'``).
+
+  Inputs are NHWC images, already normalised; their size fixes the number of patches and so the
+  position embedding's length (``Size.image_size``: the size a checkpoint was trained at)."""
+  patch: int
+  width: int
+  depth: int
+  heads: int
+  num_classes: int
+  mlp_ratio: float = 4.0
+  epsilon: float = 1e-6
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x, train: bool = False):
+    del train  # no dropout or drop-path yet: train and eval compute the same
+    if x.shape[1] % self.patch or x.shape[2] % self.patch:
+      raise ValueError(f"Image size {x.shape[1:3]} is not divisible by the patch size "
+                       f"{self.patch}.")
+    x = nn.Conv(self.width, (self.patch, self.patch), strides=self.patch, padding="VALID",
+                dtype=self.dtype, name="patch_embed")(x.astype(self.dtype))
+    b, h, w, d = x.shape
+    x = x.reshape(b, h * w, d)  # row-major over the grid, as timm's flatten(2).transpose(1, 2)
+    cls = self.param("cls_token", nn.initializers.normal(1e-6), (1, 1, d), jnp.float32)
+    pos = self.param("pos_embed", nn.initializers.normal(0.02), (1, 1 + h * w, d), jnp.float32)
+    x = jnp.concatenate([jnp.broadcast_to(cls, (b, 1, d)).astype(x.dtype), x], axis=1)
+    x = x + pos.astype(x.dtype)
+    for i in range(self.depth):
+      x = Block(self.heads, self.mlp_ratio, self.epsilon, self.dtype, name=f"blocks_{i}")(x)
+    x = nn.LayerNorm(epsilon=self.epsilon, dtype=self.dtype, name="norm")(x)
+    return nn.Dense(self.num_classes, dtype=self.dtype, name=HEAD)(x[:, 0]).astype(jnp.float32)
+
+
+def build_vit(name: str, num_classes: int, dtype=jnp.float32) -> ViT:
+  if name not in VIT_SIZES:
+    raise ValueError(f"Unknown ViT {name!r}; choose one of {sorted(VIT_SIZES)}.")
+  s = VIT_SIZES[name]
+  return ViT(patch=s.patch, width=s.width, depth=s.depth, heads=s.heads, num_classes=num_classes,
+             mlp_ratio=s.mlp_ratio, dtype=dtype)
