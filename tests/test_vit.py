@@ -19,7 +19,7 @@ from starsse_jax.weights.errors import WeightsError
 
 TORCH_PYTHON = os.environ.get("STARSSE_TORCH_PYTHON", "/usr/bin/python3")
 TIMM_DIR = os.environ.get("STARSSE_TIMM_DIR", os.path.join(REPO, ".timm"))
-NAMES = ("vit_tiny_patch16_224", "vit_small_patch16_224")
+NAMES = ("vit_tiny_patch16_224", "vit_small_patch16_224", "vit_base_patch32_clip_quickgelu_224")
 
 
 @pytest.fixture(scope="module")

@@ -26,9 +26,10 @@ def main(out_dir, names):
     model = timm.create_model(name, pretrained=False, num_classes=10).eval()
     with torch.no_grad():
       for key, value in model.state_dict().items():
-        if key.endswith(("norm1.weight", "norm2.weight", "norm.weight")):
+        if key.endswith(("norm1.weight", "norm2.weight", "norm.weight", "norm_pre.weight")):
           value.uniform_(0.5, 1.5)
-        elif key.endswith(("norm1.bias", "norm2.bias", "norm.bias", "cls_token")):
+        elif key.endswith(("norm1.bias", "norm2.bias", "norm.bias", "norm_pre.bias",
+                           "cls_token")):
           value.uniform_(-0.2, 0.2)
     torch.save(model.state_dict(), os.path.join(out_dir, f"{name}.pth"))
     size = model.patch_embed.img_size[0]

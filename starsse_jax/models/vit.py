@@ -9,6 +9,8 @@ What a port gets wrong most often, done as timm does it: exact (erf) GELU, not F
 default; LayerNorm eps 1e-6 (Flax's default, but CLIP needs 1e-5); one fused ``qkv`` projection
 whose output rows are q, k, v and, within each, head-major; the class token prepended *before*
 the position embedding (whose first slot is the class token's) is added; class-token pooling.
+CLIP's image tower (``vit_base_patch32_clip_quickgelu_224``) adds a LayerNorm before the blocks,
+drops the patch embedding's bias and uses QuickGELU and eps 1e-5.
 
 No BatchNorm: a ViT's variables are ``{'params'}`` only.
 """
@@ -29,8 +31,9 @@ class Size:
   width: int
   depth: int
   heads: int
-  image_size: int
+  image_size: int  # what a checkpoint of this name was trained at
   mlp_ratio: float = 4.0
+  clip: bool = False  # CLIP's image tower: pre-LayerNorm, no patch bias, eps 1e-5, QuickGELU
 
 
 VIT_SIZES = {  # timm's names: vit_{tiny,small,base,large}_patch{16,32}_{224,384}
@@ -39,6 +42,13 @@ VIT_SIZES = {  # timm's names: vit_{tiny,small,base,large}_patch{16,32}_{224,384
                                         "base": (768, 12, 12), "large": (1024, 24, 16)}.items()
     for patch in (16, 32) for image in (224, 384)
 }
+# OpenAI's CLIP ViT-B/32 image tower as timm builds it (OpenAI's `visual.proj` is timm's head).
+VIT_SIZES["vit_base_patch32_clip_quickgelu_224"] = Size(32, 768, 12, 12, 224, clip=True)
+
+
+def quick_gelu(x):
+  """OpenAI CLIP's activation, ``x * sigmoid(1.702 x)``."""
+  return x * nn.sigmoid(1.702 * x)
 
 
 class Attention(nn.Module):
@@ -63,6 +73,7 @@ class Block(nn.Module):
   mlp_ratio: float
   epsilon: float
   dtype: Any = jnp.float32
+  quick_gelu: bool = False
 
   @nn.compact
   def __call__(self, x):
@@ -70,7 +81,8 @@ class Block(nn.Module):
     norm = lambda name: nn.LayerNorm(epsilon=self.epsilon, dtype=self.dtype, name=name)
     x = x + Attention(self.heads, self.dtype, name="attn")(norm("norm1")(x))
     h = nn.Dense(int(d * self.mlp_ratio), dtype=self.dtype, name="mlp_fc1")(norm("norm2")(x))
-    h = nn.gelu(h, approximate=False)  # timm's nn.GELU is exact; Flax's default is tanh
+    # timm's nn.GELU is exact; Flax's default is the tanh approximation.
+    h = quick_gelu(h) if self.quick_gelu else nn.gelu(h, approximate=False)
     return x + nn.Dense(d, dtype=self.dtype, name="mlp_fc2")(h)
 
 
@@ -86,6 +98,8 @@ class ViT(nn.Module):
   num_classes: int
   mlp_ratio: float = 4.0
   epsilon: float = 1e-6
+  pre_norm: bool = False  # CLIP: a LayerNorm before the blocks, and no patch-embedding bias
+  quick_gelu: bool = False
   dtype: Any = jnp.float32
 
   @nn.compact
@@ -95,15 +109,19 @@ class ViT(nn.Module):
       raise ValueError(f"Image size {x.shape[1:3]} is not divisible by the patch size "
                        f"{self.patch}.")
     x = nn.Conv(self.width, (self.patch, self.patch), strides=self.patch, padding="VALID",
-                dtype=self.dtype, name="patch_embed")(x.astype(self.dtype))
+                use_bias=not self.pre_norm, dtype=self.dtype, name="patch_embed")(
+                    x.astype(self.dtype))
     b, h, w, d = x.shape
     x = x.reshape(b, h * w, d)  # row-major over the grid, as timm's flatten(2).transpose(1, 2)
     cls = self.param("cls_token", nn.initializers.normal(1e-6), (1, 1, d), jnp.float32)
     pos = self.param("pos_embed", nn.initializers.normal(0.02), (1, 1 + h * w, d), jnp.float32)
     x = jnp.concatenate([jnp.broadcast_to(cls, (b, 1, d)).astype(x.dtype), x], axis=1)
     x = x + pos.astype(x.dtype)
+    if self.pre_norm:
+      x = nn.LayerNorm(epsilon=self.epsilon, dtype=self.dtype, name="norm_pre")(x)
     for i in range(self.depth):
-      x = Block(self.heads, self.mlp_ratio, self.epsilon, self.dtype, name=f"blocks_{i}")(x)
+      x = Block(self.heads, self.mlp_ratio, self.epsilon, self.dtype, self.quick_gelu,
+                name=f"blocks_{i}")(x)
     x = nn.LayerNorm(epsilon=self.epsilon, dtype=self.dtype, name="norm")(x)
     return nn.Dense(self.num_classes, dtype=self.dtype, name=HEAD)(x[:, 0]).astype(jnp.float32)
 
@@ -113,4 +131,5 @@ def build_vit(name: str, num_classes: int, dtype=jnp.float32) -> ViT:
     raise ValueError(f"Unknown ViT {name!r}; choose one of {sorted(VIT_SIZES)}.")
   s = VIT_SIZES[name]
   return ViT(patch=s.patch, width=s.width, depth=s.depth, heads=s.heads, num_classes=num_classes,
-             mlp_ratio=s.mlp_ratio, dtype=dtype)
+             mlp_ratio=s.mlp_ratio, epsilon=1e-5 if s.clip else 1e-6, pre_norm=s.clip,
+             quick_gelu=s.clip, dtype=dtype)
