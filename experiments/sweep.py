@@ -15,7 +15,7 @@ from ml_collections import config_flags
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from starsse_jax import cli, report, resume, sweep  # noqa: E402
+from starsse_jax import cli, resume, sweep  # noqa: E402
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Path to a sweep config file.",
                                           lock_config=True)
@@ -24,13 +24,7 @@ flags.mark_flags_as_required(["config"])
 
 
 def main(argv):
-  if len(argv) > 1:
-    cli.fail(f"unexpected arguments {argv[1:]}; config fields are set as --config.FIELD=VALUE.")
-  report.quiet_cli_logging()
-  try:
-    config = _CONFIG.value
-  except (OSError, ValueError, SyntaxError) as e:
-    cli.fail(f"--config: {e}", e)
+  config = cli.start(argv, _CONFIG)
   if "sweep" not in config:
     cli.fail("This config has no 'sweep' section; start from configs/sweep.py.")
   try:

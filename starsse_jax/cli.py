@@ -11,10 +11,11 @@ import os
 import re
 import signal
 import sys
+from typing import Any
 
 from absl import flags
 
-from starsse_jax import resume, train
+from starsse_jax import report, resume, train
 
 TRACEBACK_ENV = "STARSSE_JAX_TRACEBACK"
 # What a user's input can cause; the library raises these with messages that name the input and
@@ -76,3 +77,15 @@ def fail_input(error: BaseException):
   their names say what failed (``WeightsError``, ``CheckpointMismatchError``, ...)."""
   ours = type(error).__module__.startswith("starsse_jax")
   fail(f"{type(error).__name__}: {error}" if ours else str(error), error)
+
+
+def start(argv: list[str], config_flag) -> Any:
+  """What every command does first: refuse stray arguments, quiet the logs, read the config file
+  (its errors surface when it is first used)."""
+  if len(argv) > 1:
+    fail(f"unexpected arguments {argv[1:]}; config fields are set as --config.FIELD=VALUE.")
+  report.quiet_cli_logging()
+  try:
+    return config_flag.value
+  except (OSError, ValueError, SyntaxError) as e:
+    fail(f"--config: {e}", e)

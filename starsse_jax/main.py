@@ -7,8 +7,8 @@ import jax
 from absl import app, flags
 from ml_collections import config_flags
 
-from starsse_jax import api, distributed, report, resume
-from starsse_jax.cli import INPUT_ERRORS, fail, fail_input, parse_flags, stopped_cleanly
+from starsse_jax import api, cli, distributed, report, resume
+from starsse_jax.cli import INPUT_ERRORS, fail_input, parse_flags, stopped_cleanly
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Path to a config file.",
                                           lock_config=True)
@@ -18,13 +18,7 @@ flags.mark_flags_as_required(["config"])
 
 
 def main(argv):
-  if len(argv) > 1:
-    fail(f"unexpected arguments {argv[1:]}; config fields are set as --config.FIELD=VALUE.")
-  report.quiet_cli_logging()
-  try:
-    config = _CONFIG.value
-  except (OSError, ValueError, SyntaxError) as e:  # the config file is read when first used
-    fail(f"--config: {e}", e)
+  config = cli.start(argv, _CONFIG)
   try:
     results = api.run(config, _WORKDIR.value)
   except resume.Interrupted as stopped:

@@ -15,7 +15,14 @@ import zipfile
 import numpy as np
 
 # Deflate cannot compress by more than about 1032:1; a member that claims more lies about its size.
-_MAX_DEFLATE_RATIO = 1100
+MAX_DEFLATE_RATIO = 1100
+
+
+def possible_size(info: zipfile.ZipInfo, file_size: int) -> int:
+  """The most bytes a zip member of a ``file_size``-byte archive can really hold uncompressed."""
+  if info.compress_type == zipfile.ZIP_STORED:
+    return file_size
+  return info.compress_size * MAX_DEFLATE_RATIO
 
 
 class NpzError(ValueError):
@@ -24,9 +31,7 @@ class NpzError(ValueError):
 
 def _check_member(archive: zipfile.ZipFile, info: zipfile.ZipInfo, file_size: int) -> None:
   name = info.filename[:-len(".npy")] if info.filename.endswith(".npy") else info.filename
-  limit = file_size if info.compress_type == zipfile.ZIP_STORED else (
-      info.compress_size * _MAX_DEFLATE_RATIO)
-  if info.file_size > limit:
+  if info.file_size > possible_size(info, file_size):
     raise NpzError(f"array {name!r} claims {info.file_size} bytes in a file of {file_size}: "
                    "the file lies about its size (damaged or crafted)")
   with archive.open(info) as f:

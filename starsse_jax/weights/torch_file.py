@@ -31,6 +31,7 @@ from typing import Any, Callable
 import ml_dtypes
 import numpy as np
 
+from starsse_jax import npz_file
 from starsse_jax.weights.errors import UnreadableWeightsError
 
 _STORAGE_DTYPES = {
@@ -44,8 +45,6 @@ _LEGACY_PROTOCOL = 1001
 # The tensors of one file may not materialise more than this many times its size: tensors that
 # share a storage (tied weights) are fine, a small pickle naming one storage a million times is not.
 _EXPANSION = 4
-# Deflate cannot compress by more than about 1032:1; an entry that claims more lies about its size.
-_MAX_DEFLATE_RATIO = 1100
 
 
 class _StorageType:
@@ -174,8 +173,7 @@ def _guarded(path: str, load: Callable[[], Any]):
 def _read_zip(path: str, size: int):
   def entry(archive: zipfile.ZipFile, name: str, expected: int | None = None) -> bytes:
     info = archive.getinfo(name)
-    limit = size if info.compress_type == zipfile.ZIP_STORED else min(
-        info.compress_size * _MAX_DEFLATE_RATIO, _EXPANSION * size + (1 << 20))
+    limit = min(npz_file.possible_size(info, size), _EXPANSION * size + (1 << 20))
     if info.file_size > limit or (expected is not None and info.file_size < expected):
       raise UnreadableWeightsError(
           path, f"entry {name} claims {info.file_size} bytes"

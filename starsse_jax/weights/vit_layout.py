@@ -30,20 +30,17 @@ def torch_key(path: tuple[str, ...]) -> str:
   return ".".join(parts + [_LEAF.get(leaf, leaf)])
 
 
+# timm stores linear kernels [out, in] (Flax: [in, out]) and the patch convolution OIHW (HWIO).
+_TO_FLAX = {2: (1, 0), 4: (2, 3, 1, 0)}
+_TO_TORCH = {2: (1, 0), 4: (3, 2, 0, 1)}
+
+
 def from_torch(leaf: str, value: np.ndarray) -> np.ndarray:
-  if leaf == "kernel" and value.ndim == 2:
-    return value.T
-  if leaf == "kernel" and value.ndim == 4:
-    return value.transpose(2, 3, 1, 0)
-  return value
+  return value.transpose(_TO_FLAX[value.ndim]) if leaf == "kernel" else value
 
 
 def to_torch(leaf: str, value: np.ndarray) -> np.ndarray:
-  if leaf == "kernel" and value.ndim == 2:
-    return value.T
-  if leaf == "kernel" and value.ndim == 4:
-    return value.transpose(3, 2, 0, 1)
-  return value
+  return value.transpose(_TO_TORCH[value.ndim]) if leaf == "kernel" else value
 
 
 def _leaves(params) -> list[tuple[tuple[str, ...], Any]]:
