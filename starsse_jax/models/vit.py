@@ -3,8 +3,8 @@
     model = ViT(**VIT_SIZES["vit_tiny_patch16_224"], num_classes=10)
     logits = model.apply({"params": params}, images_nhwc, train=False)
 
-Module names follow timm's state_dict (``patch_embed``, ``blocks_3/attn/qkv``, ``norm``,
-``head``), so converting weights is a renaming plus transposes (``starsse_jax.weights.vit_layout``).
+Module names follow timm's state_dict (``patch_embed_proj``, ``blocks_3/attn/qkv``, ``norm``,
+``head``), so converting weights is a renaming plus transposes (``starsse_jax.weights.timm_layout``).
 What a port gets wrong most often, done as timm does it: exact (erf) GELU, not Flax's tanh
 default; LayerNorm eps 1e-6 (Flax's default, but CLIP needs 1e-5); one fused ``qkv`` projection
 whose output rows are q, k, v and, within each, head-major; the class token prepended *before*
@@ -12,7 +12,8 @@ the position embedding (whose first slot is the class token's) is added; class-t
 CLIP's image tower (``vit_base_patch32_clip_quickgelu_224``) adds a LayerNorm before the blocks,
 drops the patch embedding's bias and uses QuickGELU and eps 1e-5.
 
-No BatchNorm: a ViT's variables are ``{'params'}`` only.
+No BatchNorm: a ViT's variables are ``{'params'}`` only. Drop-path (stochastic depth, rates rising
+linearly over the blocks as in timm) is the only randomness, on in training only.
 """
 from __future__ import annotations
 
@@ -22,7 +23,8 @@ from typing import Any
 import flax.linen as nn
 import jax.numpy as jnp
 
-HEAD = "head"
+from starsse_jax.models import layers
+from starsse_jax.models.layers import HEAD
 
 
 @dataclasses.dataclass(frozen=True)
@@ -44,11 +46,6 @@ VIT_SIZES = {  # timm's names: vit_{tiny,small,base,large}_patch{16,32}_{224,384
 }
 # OpenAI's CLIP ViT-B/32 image tower as timm builds it (OpenAI's `visual.proj` is timm's head).
 VIT_SIZES["vit_base_patch32_clip_quickgelu_224"] = Size(32, 768, 12, 12, 224, clip=True)
-
-
-def quick_gelu(x):
-  """OpenAI CLIP's activation, ``x * sigmoid(1.702 x)``."""
-  return x * nn.sigmoid(1.702 * x)
 
 
 class Attention(nn.Module):
@@ -74,16 +71,18 @@ class Block(nn.Module):
   epsilon: float
   dtype: Any = jnp.float32
   quick_gelu: bool = False
+  drop_path: float = 0.0
 
   @nn.compact
-  def __call__(self, x):
+  def __call__(self, x, stochastic: bool = False):
     d = x.shape[-1]
-    norm = lambda name: nn.LayerNorm(epsilon=self.epsilon, dtype=self.dtype, name=name)
-    x = x + Attention(self.heads, self.dtype, name="attn")(norm("norm1")(x))
+    norm = lambda name: layers.layer_norm(name, self.epsilon, self.dtype)
+    branch = Attention(self.heads, self.dtype, name="attn")(norm("norm1")(x))
+    x = x + layers.drop_path(self, branch, self.drop_path, stochastic)
     h = nn.Dense(int(d * self.mlp_ratio), dtype=self.dtype, name="mlp_fc1")(norm("norm2")(x))
-    # timm's nn.GELU is exact; Flax's default is the tanh approximation.
-    h = quick_gelu(h) if self.quick_gelu else nn.gelu(h, approximate=False)
-    return x + nn.Dense(d, dtype=self.dtype, name="mlp_fc2")(h)
+    h = layers.quick_gelu(h) if self.quick_gelu else layers.gelu(h)
+    branch = nn.Dense(d, dtype=self.dtype, name="mlp_fc2")(h)
+    return x + layers.drop_path(self, branch, self.drop_path, stochastic)
 
 
 class ViT(nn.Module):
@@ -101,15 +100,17 @@ class ViT(nn.Module):
   pre_norm: bool = False  # CLIP: a LayerNorm before the blocks, and no patch-embedding bias
   quick_gelu: bool = False
   dtype: Any = jnp.float32
+  drop_path_rate: float = 0.0
 
   @nn.compact
-  def __call__(self, x, train: bool = False):
-    del train  # no dropout or drop-path yet: train and eval compute the same
+  def __call__(self, x, train: bool = False, stochastic: bool | None = None):
+    """``stochastic`` (default: ``train``): drop-path on; needs ``rngs={'drop_path': key}``."""
+    stochastic = train if stochastic is None else stochastic
     if x.shape[1] % self.patch or x.shape[2] % self.patch:
       raise ValueError(f"Image size {x.shape[1:3]} is not divisible by the patch size "
                        f"{self.patch}.")
     x = nn.Conv(self.width, (self.patch, self.patch), strides=self.patch, padding="VALID",
-                use_bias=not self.pre_norm, dtype=self.dtype, name="patch_embed")(
+                use_bias=not self.pre_norm, dtype=self.dtype, name="patch_embed_proj")(
                     x.astype(self.dtype))
     b, h, w, d = x.shape
     x = x.reshape(b, h * w, d)  # row-major over the grid, as timm's flatten(2).transpose(1, 2)
@@ -119,17 +120,18 @@ class ViT(nn.Module):
     x = x + pos.astype(x.dtype)
     if self.pre_norm:
       x = nn.LayerNorm(epsilon=self.epsilon, dtype=self.dtype, name="norm_pre")(x)
+    rates = layers.drop_path_rates(self.drop_path_rate, self.depth)
     for i in range(self.depth):
-      x = Block(self.heads, self.mlp_ratio, self.epsilon, self.dtype, self.quick_gelu,
-                name=f"blocks_{i}")(x)
+      x = Block(self.heads, self.mlp_ratio, self.epsilon, self.dtype, self.quick_gelu, rates[i],
+                name=f"blocks_{i}")(x, stochastic)
     x = nn.LayerNorm(epsilon=self.epsilon, dtype=self.dtype, name="norm")(x)
     return nn.Dense(self.num_classes, dtype=self.dtype, name=HEAD)(x[:, 0]).astype(jnp.float32)
 
 
-def build_vit(name: str, num_classes: int, dtype=jnp.float32) -> ViT:
+def build_vit(name: str, num_classes: int, dtype=jnp.float32, drop_path_rate: float = 0.0) -> ViT:
   if name not in VIT_SIZES:
     raise ValueError(f"Unknown ViT {name!r}; choose one of {sorted(VIT_SIZES)}.")
   s = VIT_SIZES[name]
   return ViT(patch=s.patch, width=s.width, depth=s.depth, heads=s.heads, num_classes=num_classes,
              mlp_ratio=s.mlp_ratio, epsilon=1e-5 if s.clip else 1e-6, pre_norm=s.clip,
-             quick_gelu=s.clip, dtype=dtype)
+             quick_gelu=s.clip, dtype=dtype, drop_path_rate=drop_path_rate)

@@ -1,7 +1,13 @@
-"""Pre-trained weights from outside: torchvision/timm ResNet checkpoints in, and back out.
+"""Pre-trained weights from outside: torchvision/timm checkpoints in, and back out.
 
     variables = weights.load("resnet50-0676ba61.pth", model)   # {'params', 'batch_stats'}
-    weights.export(variables, "mine.safetensors")              # torchvision layout
+    variables = weights.load("swin_tiny.pth", swin_model)      # {'params'}
+    weights.export(variables, "mine.safetensors", model)       # torchvision / timm layout
+
+Families: ResNets in torchvision's layout (``resnet_layout``); ViTs and Swins in timm's
+(``timm_layout``), with Microsoft's Swin layout and OpenAI CLIP's ``visual.*`` brought to timm's
+first (``families``). The layout is detected from the keys; a file of another family or size is
+one message naming what the file holds.
 
 Formats (``formats.READERS``): ``.safetensors`` and ``.npz`` with numpy alone; PyTorch
 ``.pth``/``.pth.tar``/``.pt`` in the zip format of PyTorch >= 1.6 and the legacy stream before it,
@@ -21,7 +27,8 @@ from typing import Any
 import jax
 import numpy as np
 
-from starsse_jax.weights import formats, resnet_layout
+from starsse_jax import models
+from starsse_jax.weights import families, formats, resnet_layout, timm_layout
 from starsse_jax.weights.errors import UnreadableWeightsError, WeightsError
 from starsse_jax.weights.formats import read_state_dict, write_state_dict
 
@@ -153,13 +160,68 @@ def from_flax(variables: dict[str, Any]) -> dict[str, np.ndarray]:
           for c, p, leaf in resnet_layout.flax_leaves(variables)}
 
 
-def load(path: str, model, prefix: str = "auto", key: str = "auto") -> dict[str, Any]:
-  """Reads, unwraps, strips and converts one checkpoint file into ``model``'s variables (input
-  channels as the checkpoint's stem has them)."""
-  state_dict = select(read_state_dict(path, key), prefix, path)
-  return to_flax(state_dict, model, path, int(state_dict["conv1.weight"].shape[1]))
+_TRANSFORMER_PREFIXES = ("", "module.", "model.", "state_dict.", "module.model.")
 
 
-def export(variables: dict[str, Any], path: str) -> None:
-  """Writes one member's variables as a torchvision-layout ``.safetensors`` or ``.npz``."""
-  write_state_dict(path, from_flax(variables))
+def _strip_transformer_prefix(state_dict, path):
+  for prefix in _TRANSFORMER_PREFIXES:
+    out = {k[len(prefix):]: v for k, v in state_dict.items() if k.startswith(prefix)}
+    if out and families.family_of(out) in ("vit", "swin", "clip"):
+      return out
+  return state_dict
+
+
+def load(path: str, model, prefix: str = "auto", key: str = "auto",
+         image_size: int = 0) -> dict[str, Any]:
+  """Reads, unwraps and converts one checkpoint file into ``model``'s variables.
+
+  ResNets: the stem's input channels as the checkpoint has them. ViT/Swin: the images of
+  ``image_size`` pixels (0: the size the checkpoint was made for), a ViT's position embedding
+  resampled to it. Raises ``WeightsError`` naming the first mismatching key and what the file
+  holds when it is not the configured architecture.
+  """
+  raw = read_state_dict(path, key)
+  family = models.family(model)
+  if family == "resnet":
+    found = families.family_of(raw)
+    if found in ("vit", "swin", "clip"):
+      raise WeightsError(f"{path}: the file holds {families.identify(raw)}, but the model is a "
+                         "ResNet. Set config.model.name to the file's architecture.")
+    state_dict = select(raw, prefix, path)
+    return to_flax(state_dict, model, path, int(state_dict["conv1.weight"].shape[1]))
+  if family not in ("vit", "swin"):
+    raise WeightsError(f"{path}: files are converted for the built-in families (ResNet, ViT, "
+                       f"Swin); a {type(model).__name__} takes its variables through "
+                       "api.run(..., variables=...).")
+  state_dict = raw if prefix in ("auto", "") else select(raw, prefix, path)
+  state_dict = _strip_transformer_prefix(state_dict, path)
+  found = families.family_of(state_dict)
+  holds = families.identify(state_dict)
+  if {"clip": "vit"}.get(found, found) != family:
+    raise WeightsError(f"{path}: the file holds {holds}, but the model is a "
+                       f"{family.upper() if family == 'vit' else 'Swin'} "
+                       f"({type(model).__name__}). Set config.model.name to the file's "
+                       "architecture.")
+  state_dict = families.to_timm(state_dict)
+  channels = int(state_dict["patch_embed.proj.weight"].shape[1]) if (
+      "patch_embed.proj.weight" in state_dict) else 3
+  if not image_size:
+    image_size = _native_image_size(state_dict, model, family)
+  return timm_layout.to_flax(state_dict, model, family, image_size, channels, path, holds)
+
+
+def _native_image_size(state_dict, model, family) -> int:
+  if family == "vit" and "pos_embed" in state_dict:
+    grid = int(round(np.sqrt(state_dict["pos_embed"].shape[1] - 1)))
+    return grid * model.patch
+  return 224 if family == "swin" else 32
+
+
+def export(variables: dict[str, Any], path: str, model=None) -> None:
+  """Writes one member's variables as a ``.safetensors`` or ``.npz`` state_dict in the family's
+  reference layout (torchvision for ResNets, timm for ViT and Swin; ResNet when no model)."""
+  family = "resnet" if model is None else models.family(model)
+  if family == "resnet":
+    write_state_dict(path, from_flax(variables))
+  else:
+    write_state_dict(path, timm_layout.from_flax(variables, family))
