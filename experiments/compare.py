@@ -107,6 +107,8 @@ def rows_of(method: str, results) -> dict[str, dict[str, float]]:
     for key, label in (("round_to_nearest", "round-to-nearest"), ("lpe", "LPE of first model"),
                        ("plus_lpe", "+LPE")):
       for mode in ("bn_kept", "bn_recomputed"):
+        if mode not in entry[key]:
+          continue
         r = entry[key][mode]
         out[f"{label}, {bits}-bit, BN {mode[3:]}"] = {
             **{k: r["test"][k] for k in ("accuracy", "nll", "ece")},

@@ -26,8 +26,8 @@ import numpy as np
 import optax
 
 from starsse_jax import (basin, checkpoint, configlib, distributed, inference, low_precision,
-                         members, methods, metrics, models, report, resume, soups, train,
-                         uncertainty, weights)
+                         members, methods, metrics, models, optimizers, regularizers, report,
+                         resume, soups, train, uncertainty, weights)
 from starsse_jax import data as data_lib
 from starsse_jax.data import TransferData, from_arrays, load_transfer_data
 
@@ -52,13 +52,15 @@ class Ensemble:
 
 
 def _trainer(config, model, data: TransferData, opt_config) -> train.Trainer:
-  model = model.clone(kernel_grad=config.execution.kernel_grad)
+  if hasattr(model, "kernel_grad"):
+    model = model.clone(kernel_grad=config.execution.kernel_grad)
   return train.Trainer(
-      model=model, tx=train.make_optimizer(opt_config.weight_decay, opt_config.momentum),
+      model=model, tx=optimizers.make(optimizers.OptimizerConfig.from_config(opt_config)),
+      regularizers=regularizers.Regularizers.from_config(opt_config),
       mean=data.mean, std=data.std, crop_padding=config.data.crop_padding,
       flip=config.data.flip, strategy=config.execution.member_strategy, seed=config.seed,
       num_devices=config.execution.num_devices, image_size=config.data.image_size,
-      placement=config.data.placement)
+      placement=config.data.placement, head=config.model.head)
 
 
 def _checkpointer(config, trainer: train.Trainer, data: TransferData, workdir: str | None,
@@ -96,14 +98,92 @@ def import_checkpoints(config, data: TransferData) -> dict[str, Any]:
     t = time.perf_counter()
     variables = weights.load(path, model, config.pretrain.checkpoint_prefix,
                              config.pretrain.checkpoint_key)
-    variables["params"].pop(models.HEAD, None)
+    variables["params"].pop(config.model.head, None)
     loaded.append(variables)
     logging.info("Imported %s (%.1f s).", path, time.perf_counter() - t)
   expected = _trainer(config, model, data, config.pretrain).init_variables(0, data.image_shape)
   stacked = members.stack(loaded)
   checkpoint.check_matches(expected, stacked, f"pre-trained weights {files[:needed]} for "
                            f"images of shape {data.image_shape}",
-                           skip_prefix=f"['params']['{models.HEAD}']", leading_axes=1)
+                           skip_prefix=f"['params']['{config.model.head}']", leading_axes=1)
+  return stacked
+
+
+def use_model(config, model):
+  """A copy of ``config`` whose ``model.name`` builds ``model``, a Flax module of the user's own.
+
+  ``model`` is a module with a ``num_classes`` field (cloned with the task's number of classes)
+  or a factory ``num_classes -> module``. The module is called ``apply(variables, images,
+  train=...)`` on normalised NHWC images and returns logits; its classifier is the top-level
+  parameter ``config.model.head`` (default ``'head'``), replaced by a fresh one for each member.
+  """
+  if callable(model) and not hasattr(model, "apply"):
+    factory, name = (lambda mc, n, dtype: model(n)), getattr(model, "__name__", "model")
+  elif hasattr(model, "num_classes"):
+    factory, name = (lambda mc, n, dtype: model.clone(num_classes=n)), type(model).__name__
+  else:
+    raise ValueError(f"model={type(model).__name__}: give a Flax module with a num_classes field "
+                     "or a function num_classes -> module.")
+  name = f"user:{name}"
+  models.register(name, factory)
+  config = config.copy_and_resolve_references()
+  config.model.name = name
+  return config
+
+
+def _check_head(config, model, variables: dict[str, Any], what: str) -> None:
+  head = config.model.head
+  if head not in variables["params"]:
+    raise ValueError(f"{what}: no classifier named {head!r} among the top-level parameters "
+                     f"{sorted(variables['params'])}; set config.model.head to the classifier's "
+                     "name.")
+
+
+def _check_model(config, data: TransferData) -> None:
+  """Builds the model on the data's images before anything is trained: an image size the model
+  cannot take, a classifier that cannot be found, MC-dropout without dropout stop here."""
+  model = models.build_model(config.model, data.num_target_classes)
+  shape = data.image_shape
+  if config.data.image_size:
+    shape = (config.data.image_size, config.data.image_size, shape[-1])
+  try:
+    variables = jax.eval_shape(lambda: model.init(jax.random.key(0), np.zeros((1,) + tuple(shape),
+                                                                        np.float32), train=False))
+  except ValueError as e:
+    raise ValueError(f"model {config.model.name} cannot take images of shape {shape}: {e}") from e
+  _check_head(config, model, variables, f"model {config.model.name}")
+  for name in ("pretrain", "finetune"):
+    section = config[name]
+    classes = data.num_target_classes if name == "finetune" else data.num_source_classes
+    if (section.mixup_alpha > 0 or section.cutmix_alpha > 0) and classes < 2:
+      raise ValueError(f"{name}.mixup_alpha/cutmix_alpha mix images of different classes, but "
+                       f"the {name} task has {classes} class: set them to 0.")
+  if config.method == "mc_dropout" and not models.has_dropout(model):
+    raise ValueError(f"method='mc_dropout' needs a model with dropout; {config.model.name} takes "
+                     "no 'stochastic' argument (see starsse_jax.models).")
+
+
+def given_pretrained(config, data: TransferData, variables) -> dict[str, Any]:
+  """Stacked pre-trained variables from a notebook: one ``{'params'[, 'batch_stats']}`` or a list
+  of them (Global DE takes one per member), checked against the configured model on the data's
+  images; their heads are dropped."""
+  items = variables if isinstance(variables, (list, tuple)) else [variables]
+  needed = configlib.checkpoints_required(config)
+  if len(items) < needed:
+    raise ValueError(f"method={config.method!r} needs {needed} pre-trained networks; "
+                     f"variables= gives {len(items)}.")
+  model = models.build_model(config.model, data.num_target_classes)
+  expected = _trainer(config, model, data, config.finetune).init_variables(0, data.image_shape)
+  _check_head(config, model, expected, f"model {config.model.name}")
+  loaded = []
+  for v in items[:needed]:
+    v = {"params": dict(v["params"]), "batch_stats": v.get("batch_stats", {})}
+    v["params"].pop(config.model.head, None)
+    loaded.append(jax.tree.map(np.asarray, v))
+  stacked = members.stack(loaded)
+  checkpoint.check_matches(expected, stacked, f"the given variables for images of shape "
+                           f"{data.image_shape}", skip_prefix=f"['params']['{config.model.head}']",
+                           leading_axes=1)
   return stacked
 
 
@@ -141,15 +221,14 @@ def pretrain(config, data: TransferData, workdir: str | None = None, writer=None
                      "pretrain.checkpoint to the pre-trained weights to fine-tune from.")
   directory = _own_checkpoint_dir(config, workdir)
   # Dropout is a fine-tuning choice (MC-dropout): pre-training is the same for every method.
-  model = models.build_model(config.model, data.num_source_classes).clone(
-      dropout_rate=0.0, block_dropout_rate=0.0)
+  model = models.without_dropout(models.build_model(config.model, data.num_source_classes))
   trainer = _trainer(config, model, data, config.pretrain)
   expected = trainer.init_variables(0, data.image_shape)  # at the training resolution
   needed = config.pretrain.num_checkpoints
   if directory and checkpoint.exists(directory):
     variables, meta = checkpoint.restore(directory)
     checkpoint.check_matches(expected, variables, f"pre-trained checkpoint in {directory}",
-                             skip_prefix=f"['params']['{models.HEAD}']", leading_axes=1)
+                             skip_prefix=f"['params']['{config.model.head}']", leading_axes=1)
     have = members.num_members(variables)
     if have < needed:
       raise ValueError(f"{directory} holds {have} pre-trained checkpoint(s) but the config needs "
@@ -159,8 +238,9 @@ def pretrain(config, data: TransferData, workdir: str | None = None, writer=None
     return members.take(variables, list(range(needed)))
   _check_batch(config.pretrain.batch_size, len(data.source_train), "pretrain.batch_size",
                "source training images")
-  plan = methods.pretrain_plan(needed, len(data.source_train) // config.pretrain.batch_size,
-                               config.pretrain.epochs, config.pretrain.lr)
+  pt = config.pretrain
+  plan = methods.pretrain_plan(needed, len(data.source_train) // pt.batch_size, pt.epochs, pt.lr,
+                               pt.warmup_epochs, pt.warmup_lr, pt.schedule_unit == "epoch")
   logging.info("Pre-training %d model(s) on %d source images.", needed, len(data.source_train))
   states, _ = train.run_plan(
       trainer, plan, data.source_train, config.pretrain.batch_size,
@@ -197,7 +277,8 @@ def finetune(config, data: TransferData, pretrained: dict[str, Any], writer=None
       fge_cycle_epochs=ft.fge_cycle_epochs, fge_lr_1=ft.fge_lr_1, fge_lr_2=ft.fge_lr_2,
       swa_epochs=ft.swa_epochs, swa_lr=ft.swa_lr, swa_lr_min=ft.swa_lr_min,
       swa_schedule=ft.swa_schedule, swa_start=ft.swa_start,
-      swa_collect_every=ft.swa_collect_every)
+      swa_collect_every=ft.swa_collect_every, warmup_epochs=ft.warmup_epochs,
+      warmup_lr=ft.warmup_lr, per_epoch=ft.schedule_unit == "epoch")
   plan = methods.build_plan(config.method, budget)
   if config.eval.baseline == "local_de":
     plan = methods.with_local_de_baseline(plan)
@@ -239,8 +320,7 @@ def _predict(config, data: TransferData, model, variables, images,
 
 def mc_passes(config, model) -> int:
   """Stochastic test passes per member: ``eval.mc_samples`` for a model with dropout, else 0."""
-  has_dropout = model.dropout_rate > 0 or model.block_dropout_rate > 0
-  return config.eval.mc_samples if has_dropout else 0
+  return config.eval.mc_samples if models.has_dropout(model) else 0
 
 
 def _ame_optimizers(config) -> dict[str, Any]:
@@ -262,15 +342,18 @@ def _learned_soup(config, data: TransferData, ens: Ensemble):
   """The learned soup's parameters and mixing report. While the mixing is learned, BatchNorm
   normalises each validation batch by its own statistics (train mode): the members' running
   statistics do not describe a weight mixture, and the mixture changes every step. The final
-  soup's statistics are recomputed on the training images like every soup's."""
+  soup's statistics are recomputed on the training images like every soup's. A model without
+  BatchNorm is simply evaluated."""
   template = members.take(ens.variables["batch_stats"], 0)
   model = ens.model
+  has_bn = bool(jax.tree.leaves(template))
+  stochastic = False if models.accepts_stochastic(model) else None
 
   def logits_fn(params, images):
     x = data_lib.normalize(data_lib.eval_view(images, config.data.image_size), data.mean,
                            data.std)
-    logits, _ = model.apply({"params": params, "batch_stats": template}, x, train=True,
-                            stochastic=False, mutable=["batch_stats"])
+    logits, _ = models.apply(model, {"params": params, "batch_stats": template}, x,
+                             train=has_bn, stochastic=stochastic, mutable=["batch_stats"])
     return logits.astype(np.float32)
 
   return soups.learned_soup(ens.variables["params"], logits_fn, data.target_val.images,
@@ -454,9 +537,9 @@ def _thin(coverage, risk, points: int = 200) -> dict[str, list[float]]:
   return {"coverage": coverage[idx].tolist(), "risk": risk[idx].tolist()}
 
 
-def body_params(params: dict[str, Any]) -> dict[str, Any]:
+def body_params(params: dict[str, Any], head: str = models.HEAD) -> dict[str, Any]:
   """All parameters but the classifier head (what a member shares with its pre-trained point)."""
-  return {name: v for name, v in params.items() if name != models.HEAD}
+  return {name: v for name, v in params.items() if name != head}
 
 
 def curve_fn(config, data: TransferData, model, batch_stats_template):
@@ -485,7 +568,8 @@ def basin_report(config, data: TransferData, ens: Ensemble,
   template = members.take(ens.variables["batch_stats"], 0)
   first = members.take(params, 0)
   curve = curve_fn(config, data, ens.model, template)
-  body = body_params
+  body = functools.partial(body_params, head=config.model.head)
+  head = config.model.head
   rows = []
   for k in range(ens.num_members):
     member = members.take(params, k)
@@ -493,7 +577,7 @@ def basin_report(config, data: TransferData, ens: Ensemble,
     row = {"member": ens.member_names[k],
            "l2_to_pretrained": basin.l2_distance(body(member), body(source)),
            "l2_to_first": basin.l2_distance(member, first),
-           "to_pretrained": curve({**source, models.HEAD: member[models.HEAD]}, member)}
+           "to_pretrained": curve({**source, head: member[head]}, member)}
     if k >= 1:
       row["to_first"] = curve(first, member)
     if k >= 2:
@@ -518,16 +602,25 @@ def _check_workdir(workdir: str) -> None:
                           "with --workdir.") from e
 
 
-def run(config, workdir: str, data: TransferData | tuple | None = None) -> dict[str, Any]:
+def run(config, workdir: str, data: TransferData | tuple | None = None, model=None,
+        variables=None) -> dict[str, Any]:
   """The whole job: validate, load data, pre-train (or import, or reuse), fine-tune, evaluate,
   write outputs.
 
   ``data``: the config's data when None; a ``TransferData``; or a notebook's arrays
   ``(train_images, train_labels, test_images, test_labels)`` as the target task.
+  ``model``: a Flax module of the user's own (see ``use_model``) instead of ``config.model.name``;
+  ``variables``: its pre-trained variables (or a list, one per Global DE member) instead of
+  pre-training or ``pretrain.checkpoint``.
   Writes ``results.json``, ``timing.json``, ``learning_rates.png`` and ``ensemble_size.png`` to
   ``workdir`` and returns the results (with timing). SIGTERM/SIGINT during training finish the
   current step, save the progress and raise ``resume.Interrupted``; rerunning resumes.
   """
+  if model is not None:
+    config = use_model(config, model)
+  if variables is not None and config.pretrain.checkpoint:
+    raise ValueError("Give the pre-trained weights once: variables= or pretrain.checkpoint, "
+                     "not both.")
   configlib.validate(config, data_given=data is not None)
   distributed.initialize(config.execution)  # with execution.distributed; before any JAX call
   _check_workdir(workdir)
@@ -545,7 +638,11 @@ def run(config, workdir: str, data: TransferData | tuple | None = None) -> dict[
   times["data_s"] = time.perf_counter() - t
   t = time.perf_counter()
   # Weight files are read and checked before anything is written or trained.
-  pretrained = import_checkpoints(config, data) if config.pretrain.checkpoint else None
+  _check_model(config, data)
+  if variables is not None:
+    pretrained = given_pretrained(config, data, variables)
+  else:
+    pretrained = import_checkpoints(config, data) if config.pretrain.checkpoint else None
   times["pretrain_s"] = time.perf_counter() - t
   writer = report.create_writer(workdir) if writes else report.LoggingWriter()
   try:

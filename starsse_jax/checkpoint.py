@@ -61,12 +61,13 @@ def check_matches(expected: Any, actual: Any, what: str, skip_prefix: str | None
           f"model expects {edtype}{list(eshape)}. {hint}")
 
 
-def with_new_head(pretrained: dict[str, Any], fresh: dict[str, Any]) -> dict[str, Any]:
-  """Pre-trained body + ``fresh``'s classifier head (the transfer protocol)."""
-  check_matches(fresh, pretrained, "pre-trained checkpoint", skip_prefix=f"['params']['{models.HEAD}']")
+def with_new_head(pretrained: dict[str, Any], fresh: dict[str, Any],
+                  head: str = models.HEAD) -> dict[str, Any]:
+  """Pre-trained body + ``fresh``'s classifier ``head`` (the transfer protocol)."""
+  check_matches(fresh, pretrained, "pre-trained checkpoint", skip_prefix=f"['params']['{head}']")
   params = dict(pretrained["params"])
-  params[models.HEAD] = fresh["params"][models.HEAD]
-  return {"params": params, "batch_stats": pretrained["batch_stats"]}
+  params[head] = fresh["params"][head]
+  return {"params": params, "batch_stats": pretrained.get("batch_stats", {})}
 
 
 def save(directory: str, step: int, variables: Any, metadata: dict[str, Any]) -> None:

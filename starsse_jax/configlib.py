@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import ml_collections
 
-from starsse_jax import conv, members, methods, models, sources, weights
+from starsse_jax import conv, members, methods, models, optimizers, sources, weights
 
 
 def base_config() -> ml_collections.ConfigDict:
@@ -47,6 +47,12 @@ def base_config() -> ml_collections.ConfigDict:
   c.model.stem = ""  # '' = per model (resnet_small: 'cifar', resnetNN: 'imagenet'), or either
   c.model.dropout_rate = 0.0  # dropout before the head in fine-tuning (MC-dropout); 0 = none
   c.model.block_dropout_rate = 0.0  # dropout inside every residual block; 0 = none
+  c.model.drop_path_rate = 0.0  # ViT/Swin: stochastic depth, rising linearly to this rate
+  c.model.head = "head"  # the classifier's name in params (replaced by a fresh one per member)
+  # model.name='vit': a ViT of model.width with these (timm's names, vit_*/swin_*, fix their own)
+  c.model.patch = 4
+  c.model.depth = 6
+  c.model.heads = 3
 
   c.pretrain = ml_collections.ConfigDict()
   # Pre-trained weights from elsewhere (torchvision/timm ResNet layout): a file, several files
@@ -64,6 +70,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.pretrain.weight_decay = 5e-4
   c.pretrain.momentum = 0.9
   c.pretrain.batch_size = 128
+  _recipe(c.pretrain)
 
   c.finetune = ml_collections.ConfigDict()
   c.finetune.epochs = 40.0  # E: where the first model's validation NLL levels off (README)
@@ -85,6 +92,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.finetune.swa_schedule = "constant"
   c.finetune.swa_start = 0.0
   c.finetune.swa_collect_every = 1.0
+  _recipe(c.finetune)
 
   c.eval = ml_collections.ConfigDict()
   c.eval.batch_size = 500
@@ -139,6 +147,52 @@ def base_config() -> ml_collections.ConfigDict:
   return c
 
 
+def _recipe(section) -> None:
+  """Optimiser, schedule and batch regularisers of a training section (pretrain / finetune).
+  The defaults are the ResNet recipe (SGD, cosine per step, nothing else); the transformer recipe
+  (configs/paper/swin_*.py) sets AdamW, warm-up, clipping, label smoothing, mixup/cutmix."""
+  # 'sgd' (momentum, L2 decay on every weight, PyTorch's SGD) or 'adamw' (decoupled decay, none on
+  # 1-D tensors, biases, class token, position embeddings, relative-position tables).
+  section.optimizer = "sgd"
+  section.b1 = 0.9  # adamw's moment decays and epsilon
+  section.b2 = 0.999
+  section.eps = 1e-8
+  section.grad_clip_norm = 0.0  # > 0: gradients clipped to this global norm
+  # The first fine-tuning (or pre-training): linear warm-up from warmup_lr over warmup_epochs,
+  # then cosine. Cycles never warm up.
+  section.warmup_epochs = 0.0
+  section.warmup_lr = 0.0
+  section.schedule_unit = "step"  # learning rates change every 'step' or once per 'epoch'
+  section.label_smoothing = 0.0  # targets 1 - s + s/C and s/C
+  section.mixup_alpha = 0.0  # > 0: mixup with lam ~ Beta(alpha, alpha), one per batch
+  section.cutmix_alpha = 0.0  # > 0: cutmix; with both, cutmix with mix_switch_prob
+  section.mix_switch_prob = 0.5
+  section.mix_prob = 1.0  # probability that a batch is mixed at all
+  section.random_erase_prob = 0.0  # per image: one box of N(0, 1) noise (timm's mode 'pixel')
+
+
+def _check_recipe(need, s, name: str, num_members: int) -> None:
+  need(s.get("optimizer", "sgd") in optimizers.OPTIMIZERS,
+       f"{name}.optimizer={s.get('optimizer')!r}; choose one of {optimizers.OPTIMIZERS}.")
+  need(s.schedule_unit in ("step", "epoch"),
+       f"{name}.schedule_unit={s.schedule_unit!r}; use 'step' or 'epoch'.")
+  need(s.warmup_epochs >= 0 and s.warmup_lr >= 0,
+       f"{name}.warmup_epochs and {name}.warmup_lr must not be negative.")
+  need(s.warmup_epochs < s.epochs or s.warmup_epochs == 0,
+       f"{name}.warmup_epochs={s.warmup_epochs:g} must be shorter than {name}.epochs="
+       f"{s.epochs:g}.")
+  need(s.grad_clip_norm >= 0, f"{name}.grad_clip_norm={s.grad_clip_norm!r}; use 0 (off) or a "
+       "positive norm.")
+  need(0 <= s.label_smoothing < 1, f"{name}.label_smoothing={s.label_smoothing!r} must lie in "
+       "[0, 1).")
+  need(s.mixup_alpha >= 0 and s.cutmix_alpha >= 0,
+       f"{name}.mixup_alpha and {name}.cutmix_alpha must not be negative (0 = off).")
+  for field in ("mix_switch_prob", "mix_prob", "random_erase_prob"):
+    need(0 <= s[field] <= 1, f"{name}.{field}={s[field]!r} must lie in [0, 1].")
+  need(0 < s.b1 < 1 and 0 < s.b2 < 1 and s.eps > 0,
+       f"{name}.b1 and {name}.b2 must lie in (0, 1) and {name}.eps be positive.")
+
+
 def checkpoints_required(config) -> int:
   """Pre-trained checkpoints a run reads: the method's need, or ``pretrain.num_checkpoints`` if
   more (the sweep's Global DE)."""
@@ -157,8 +211,9 @@ def validate(config: ml_collections.ConfigDict, data_given: bool = False) -> Non
 
   need(config.method in methods.METHODS,
        f"method={config.method!r} is unknown; choose one of {sorted(methods.METHODS)}.")
-  need(config.model.name in models.MODELS,
-       f"model.name={config.model.name!r} is unknown; choose one of {models.MODELS}.")
+  need(models.is_known(config.model.name),
+       f"model.name={config.model.name!r} is unknown; choose one of {models.names()} (or "
+       "register a model of your own: starsse_jax.models.register, or api.run(model=...)).")
   need(config.model.dtype in ("float32", "bfloat16"),
        f"model.dtype={config.model.dtype!r}; use 'float32' or 'bfloat16'.")
   need(config.execution.member_strategy in members.STRATEGIES,
@@ -226,9 +281,12 @@ def validate(config: ml_collections.ConfigDict, data_given: bool = False) -> Non
   need(all(n in ("sgd", "adam", "adagrad") for n in ame) and len(set(ame)) == len(ame),
        f"eval.ame_optimizer={config.eval.ame_optimizer!r}; use '' (off), or 'sgd', 'adam', "
        "'adagrad' (several separated by commas, each once).")
-  for name in ("dropout_rate", "block_dropout_rate"):
-    need(0 <= config.model[name] < 1, f"model.{name}={config.model[name]!r} must lie in [0, 1).")
-  dropout = config.model.dropout_rate > 0 or config.model.block_dropout_rate > 0
+  for name in ("dropout_rate", "block_dropout_rate", "drop_path_rate"):
+    need(0 <= config.model.get(name, 0.0) < 1,
+         f"model.{name}={config.model.get(name)!r} must lie in [0, 1).")
+  # A model of the user's own says itself whether it has dropout (checked when it is built).
+  dropout = (config.model.dropout_rate > 0 or config.model.block_dropout_rate > 0
+             or not models.is_builtin(config.model.name))
   need(config.eval.mc_samples >= 0,
        f"eval.mc_samples={config.eval.mc_samples!r}; use 0 (off) or a number of passes.")
   if config.method == "mc_dropout":
@@ -261,6 +319,8 @@ def validate(config: ml_collections.ConfigDict, data_given: bool = False) -> Non
        config.eval.learned_soup_batch_size > 0,
        "eval.learned_soup_epochs must not be negative; learned_soup_lr and "
        "learned_soup_batch_size must be positive.")
+  for name in ("pretrain", "finetune"):
+    _check_recipe(need, config[name], name, config.num_members)
   need(config.data.placement in ("auto", "device", "host"),
        f"data.placement={config.data.placement!r}; use 'auto', 'device' or 'host'.")
   need(config.model.stem in ("",) + models.STEMS,

@@ -19,8 +19,8 @@ def _predict_fn(model, strategy: str, image_size: int, stochastic: bool):
     x = data_lib.normalize(data_lib.eval_view(images, image_size), mean, std)
 
     def one(v, key):
-      rngs = {models.DROPOUT: key} if stochastic else {}
-      logits = model.apply(v, x, train=False, stochastic=stochastic, rngs=rngs)
+      logits = models.apply(model, v, x, train=False, stochastic=stochastic or None,
+                            key=key if stochastic else None)
       return jax.nn.softmax(logits.astype(jnp.float32))
 
     return members.member_map(one, strategy)(variables, keys)
@@ -49,7 +49,7 @@ def predict(model, variables: dict[str, Any], images: np.ndarray, mean, std,
   """
   stochastic = passes > 0
   fn = _predict_fn(model, strategy, image_size, stochastic)
-  variables = {"params": variables["params"], "batch_stats": variables["batch_stats"]}
+  variables = {"params": variables["params"], "batch_stats": variables.get("batch_stats", {})}
   k = members.num_members(variables)
   batch_size = min(batch_size, len(images))
   root = jax.random.key(seed)
@@ -66,17 +66,31 @@ def predict(model, variables: dict[str, Any], images: np.ndarray, mean, std,
 
 @functools.lru_cache(maxsize=None)
 def _batch_stats_fn(model, strategy: str, image_size: int):
-  # Momentum 0 makes the module's "running" statistics exactly this batch's statistics.
-  fresh = model.clone(bn_momentum=0.0)
+  stochastic = False if models.accepts_stochastic(model) else None
+  if hasattr(model, "bn_momentum"):
+    # Momentum 0 makes the module's "running" statistics exactly this batch's statistics.
+    fresh = model.clone(bn_momentum=0.0)
+
+    def batch_statistics(p, bs, x):
+      _, upd = models.apply(fresh, {"params": p, "batch_stats": bs}, x, train=True,
+                            stochastic=stochastic, mutable=["batch_stats"])
+      return upd["batch_stats"]
+  else:
+    # Any module whose BatchNorm updates ``new = m * old + (1 - m) * batch`` with an unknown m:
+    # two passes from old = 0 and old = 1 give m and (1 - m) * batch, hence the batch's own.
+    def batch_statistics(p, bs, x):
+      run = lambda fill: models.apply(
+          model, {"params": p, "batch_stats": jax.tree.map(fill, bs)}, x, train=True,
+          stochastic=stochastic, mutable=["batch_stats"])[1]["batch_stats"]
+      zero, one = run(jnp.zeros_like), run(jnp.ones_like)
+      return jax.tree.map(lambda a, b: a / (1.0 - (b - a)), zero, one)
 
   @jax.jit
   def stats(params, batch_stats, images, mean, std):
     x = data_lib.normalize(data_lib.eval_view(images, image_size), mean, std)
 
     def one(p, bs):
-      _, upd = fresh.apply({"params": p, "batch_stats": bs}, x, train=True, stochastic=False,
-                           mutable=["batch_stats"])
-      return upd["batch_stats"]
+      return batch_statistics(p, bs, x)
 
     return members.member_map(one, strategy)(params, batch_stats)
 
@@ -91,8 +105,11 @@ def recompute_batch_stats(model, params: Any, template_stats: Any, images: np.nd
   As SWA's ``bn_update``: the running mean and variance are reset and replaced by the cumulative
   average of per-batch statistics in train mode over one pass of the data. Needed for every weight
   average (soups, SWA): the average of members' running statistics does not describe the
-  averaged network. ``template_stats`` gives the structure (values are ignored).
+  averaged network. ``template_stats`` gives the structure (values are ignored). A model
+  without BatchNorm (empty ``template_stats``) has nothing to recompute: returned as is.
   """
+  if not jax.tree.leaves(template_stats):
+    return template_stats
   fn = _batch_stats_fn(model, strategy, image_size)
   batch_size = min(batch_size, len(images))
   num_batches = len(images) // batch_size  # full batches only: equal weights

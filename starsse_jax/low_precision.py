@@ -103,12 +103,14 @@ def evaluate(params: Any, batch_stats: Any, predict: Callable, recompute: Callab
   BatchNorm statistics on training data. ``test``/``val``: (images, labels). Member 0 gives the
   round-to-nearest model and the LPE of ``samples`` draws; with K > 1, ``plus_lpe`` is every
   member's ``samples`` draws together (K x samples models). Each is reported with the float
-  model's BatchNorm statistics (``bn_kept``) and with statistics recomputed (``bn_recomputed``).
+  model's BatchNorm statistics (``bn_kept``) and with statistics recomputed (``bn_recomputed``);
+  a model without BatchNorm has ``bn_kept`` only (there is nothing to recompute).
   """
   k = members.num_members(params)
   first = members.take(params, 0)
   out = {"scale": "per output channel" if per_channel else "per tensor", "samples": samples,
-         "float32_bits": memory_bits(first, None), "bits": {}}
+         "float32_bits": memory_bits(first, None), "bits": {},
+         "batchnorm": bool(jax.tree.leaves(batch_stats))}
 
   for bits in bits_list:
     key = jax.random.fold_in(jax.random.key(seed), bits)
@@ -124,7 +126,10 @@ def evaluate(params: Any, batch_stats: Any, predict: Callable, recompute: Callab
       owner = [0] * n if name != "plus_lpe" else [m for m in range(k) for _ in range(samples)]
       kept = members.take(batch_stats, owner)
       entry[name] = {"models": n}
-      for mode, stats in (("bn_kept", kept), ("bn_recomputed", recompute(stacked, kept))):
+      modes = {"bn_kept": kept}
+      if out["batchnorm"]:
+        modes["bn_recomputed"] = recompute(stacked, kept)
+      for mode, stats in modes.items():
         variables = {"params": stacked, "batch_stats": stats}
         test_p, val_p = predict(variables, test[0]), predict(variables, val[0])
         ens_test, ens_val = metrics.ensemble(test_p), metrics.ensemble(val_p)

@@ -70,23 +70,42 @@ class Budget:
   swa_schedule: str = "constant"
   swa_start: float = 0.0  # epochs into the SWA phase before collecting starts
   swa_collect_every: float = 1.0  # epochs
+  warmup_epochs: float = 0.0  # the first fine-tuning: linear warm-up from warmup_lr, then cosine
+  warmup_lr: float = 0.0
+  per_epoch: bool = False  # learning rates change once per epoch (the official Swin-T code)
 
   def steps(self, epochs: float) -> int:
     return max(1, int(round(epochs * self.steps_per_epoch)))
+
+  def first_schedule(self, num_steps: int) -> optax.Schedule:
+    """The first fine-tuning's schedule (warm-up if any, then cosine from ``lr``)."""
+    warmup = int(round(self.warmup_epochs * self.steps_per_epoch)) if self.warmup_epochs else 0
+    if not warmup and not self.per_epoch:
+      return schedules.cosine_cycle(self.lr, num_steps)
+    return schedules.warmup_cosine(self.lr, num_steps, warmup, self.warmup_lr, self._unit())
+
+  def cycle_schedule(self, peak: float, num_steps: int) -> optax.Schedule:
+    """A cycle's schedule: cosine from ``peak``, never a warm-up."""
+    if not self.per_epoch:
+      return schedules.cosine_cycle(peak, num_steps)
+    return schedules.warmup_cosine(peak, num_steps, 0, 0.0, self._unit())
+
+  def _unit(self) -> int:
+    return self.steps_per_epoch if self.per_epoch else 1
 
 
 def _finetune(b: Budget, sources) -> Phase:
   """Ordinary fine-tuning of one member per source checkpoint: cosine from lr over E epochs."""
   n = b.steps(b.epochs)
   starts = tuple(Start("pretrained", s) for s in sources)
-  return Phase("finetune", starts, (schedules.cosine_cycle(b.lr, n),) * len(starts), n)
+  return Phase("finetune", starts, (b.first_schedule(n),) * len(starts), n)
 
 
 def _cycle(b: Budget, name: str, sources) -> Phase:
   """One SSE/StarSSE cycle: peak lr_ratio x lr, cycle_ratio x E epochs, optimizer reset."""
   n = b.steps(b.cycle_ratio * b.epochs)
   starts = tuple(Start("member", s) for s in sources)
-  lr = schedules.cosine_cycle(b.lr_ratio * b.lr, n)
+  lr = b.cycle_schedule(b.lr_ratio * b.lr, n)
   return Phase(name, starts, (lr,) * len(starts), n)
 
 
@@ -202,12 +221,15 @@ def with_local_de_baseline(plan: list[Phase]) -> list[Phase]:
                        first.num_steps)]
 
 
-def pretrain_plan(num_checkpoints: int, steps_per_epoch: int, epochs: float,
-                  lr: float) -> list[Phase]:
+def pretrain_plan(num_checkpoints: int, steps_per_epoch: int, epochs: float, lr: float,
+                  warmup_epochs: float = 0.0, warmup_lr: float = 0.0,
+                  per_epoch: bool = False) -> list[Phase]:
   """Independent pre-training runs from fresh initialisations, stacked into one phase."""
-  n = max(1, int(round(epochs * steps_per_epoch)))
+  b = Budget(num_checkpoints, steps_per_epoch, epochs, lr, warmup_epochs=warmup_epochs,
+             warmup_lr=warmup_lr, per_epoch=per_epoch)
+  n = b.steps(epochs)
   starts = tuple(Start("init", k) for k in range(num_checkpoints))
-  return [Phase("pretrain", starts, (schedules.cosine_cycle(lr, n),) * num_checkpoints, n)]
+  return [Phase("pretrain", starts, (b.first_schedule(n),) * num_checkpoints, n)]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -234,13 +256,13 @@ def sweep_plan(b: Budget, lr_ratios, cycle_ratios, local_checkpoint: int = 0) ->
   k, lr = b.num_members, b.lr
   n = b.steps(b.epochs)
   first = [Start("pretrained", local_checkpoint)] * k + [Start("pretrained", i) for i in range(k)]
-  phases = [Phase("finetune", tuple(first), (schedules.cosine_cycle(lr, n),) * 2 * k, n)]
+  phases = [Phase("finetune", tuple(first), (b.first_schedule(n),) * 2 * k, n)]
   ensembles = {("local_de", None, None): list(range(k)),
                ("global_de", None, None): list(range(k, 2 * k))}
   next_id = 2 * k
   for c in cycle_ratios:
     n = b.steps(c * b.epochs)
-    peak = {r: schedules.cosine_cycle(r * lr, n) for r in lr_ratios}
+    peak = {r: b.cycle_schedule(r * lr, n) for r in lr_ratios}
     branches = [(r, j) for r in lr_ratios for j in range(k - 1)]
     if branches:
       phases.append(Phase(f"starsse_c{c:g}", tuple(Start("member", 0) for _ in branches),

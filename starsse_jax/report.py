@@ -88,10 +88,14 @@ def low_precision_table(lp: dict[str, Any]) -> str:
       if key not in entry:
         continue
       for mode in ("bn_kept", "bn_recomputed"):
+        if mode not in entry[key]:
+          continue
         r = entry[key][mode]
+        bn = ("recomputed" if mode == "bn_recomputed" else "kept") if lp.get(
+            "batchnorm", True) else "none"
         lines.append(
             f"| {label} (x{entry[key]['models']}) | {bits} | {entry['bits_per_model'] / 8e3:.1f} | "
-            f"{'recomputed' if mode == 'bn_recomputed' else 'kept'} | "
+            f"{bn} | "
             f"{r['test']['accuracy']:.4f} | {r['test']['nll']:.4f} | {r['calibrated_nll']:.4f} | "
             f"{r['member_accuracy']:.4f} |")
   return "\n".join(lines)

@@ -6,6 +6,10 @@ learning-rate plot draws).
 
 - Cosine cycle (fine-tuning, SSE, StarSSE; Loshchilov & Hutter 2017, no warm-up):
   ``lr(t) = peak * (1 + cos(pi * t / T)) / 2`` for ``t in [0, T)``.
+- Linear warm-up then cosine (the official Swin-T fine-tuning, ``linear_warmup_cosine``): over
+  ``W`` warm-up units ``lr(u) = (1 - u/W) lr_0 + (u/W) peak``, then
+  ``peak * (1 + cos(pi (u - W) / (T - W))) / 2``; a unit is a step, or an epoch when the
+  schedule is stepped once per epoch (``u = floor(t / steps_per_epoch)``), as the official code does.
 - FGE triangular cycle of length ``c`` steps (Garipov et al. 2018): with ``u = (t mod c) / c``,
   ``lr = (1 - 2u) lr_1 + 2u lr_2`` for ``u < 1/2`` and ``(2u - 1) lr_1 + (2 - 2u) lr_2`` otherwise;
   a member is collected where ``lr = lr_2`` (the middle of each cycle).
@@ -24,6 +28,26 @@ def cosine_cycle(peak_lr: float, num_steps: int) -> optax.Schedule:
     raise ValueError(f"A cosine cycle needs peak_lr > 0 and num_steps > 0, got {peak_lr}, "
                      f"{num_steps}.")
   return optax.schedules.cosine_decay_schedule(init_value=peak_lr, decay_steps=num_steps)
+
+
+def warmup_cosine(peak_lr: float, num_steps: int, warmup_steps: int = 0, warmup_lr: float = 0.0,
+                  unit_steps: int = 1) -> optax.Schedule:
+  """Linear warm-up from ``warmup_lr`` to ``peak_lr`` over ``warmup_steps``, then a cosine to 0
+  at ``num_steps``; the value changes once per ``unit_steps`` steps (1: every step; steps per
+  epoch: once per epoch). Without warm-up and with ``unit_steps=1`` it is ``cosine_cycle``."""
+  if peak_lr <= 0 or num_steps <= 0 or not 0 <= warmup_steps < num_steps or unit_steps < 1:
+    raise ValueError(f"A warm-up cosine needs peak_lr > 0, 0 <= warmup_steps < num_steps, "
+                     f"unit_steps >= 1; got {peak_lr}, {warmup_steps}, {num_steps}, {unit_steps}.")
+  total, warm = num_steps / unit_steps, warmup_steps / unit_steps
+
+  def schedule(step):
+    u = np.floor_divide(np.asarray(step), unit_steps).astype(np.float64)
+    alpha = u / max(warm, 1e-12)
+    rising = (1 - alpha) * warmup_lr + alpha * peak_lr
+    falling = peak_lr * 0.5 * (1 + np.cos(np.pi * (u - warm) / (total - warm)))
+    return np.where(u < warm, rising, falling)
+
+  return schedule
 
 
 def triangular_cycle(lr_1: float, lr_2: float, cycle_steps: int,

@@ -73,7 +73,8 @@ def train_seed(config, data: TransferData, pretrained, seed: int, workdir: str |
   ft, s = c.finetune, c.sweep
   budget = methods.Budget(num_members=c.num_members,
                           steps_per_epoch=len(data.target_train) // ft.batch_size,
-                          epochs=ft.epochs, lr=ft.lr)
+                          epochs=ft.epochs, lr=ft.lr, warmup_epochs=ft.warmup_epochs,
+                          warmup_lr=ft.warmup_lr, per_epoch=ft.schedule_unit == "epoch")
   local = seed % members.num_members(pretrained)
   plan = methods.sweep_plan(budget, tuple(s.lr_ratios), tuple(s.cycle_ratios), local)
   model = models.build_model(c.model, data.num_target_classes)
@@ -116,8 +117,10 @@ def evaluate_seed(config, data: TransferData, model, variables, plan: methods.Sw
     return member_id - k if k <= member_id < 2 * k else local
 
   def distance_to_pretrained(member_id: int) -> float:
-    return basin.l2_distance(api.body_params(members.take(params, member_id)),
-                             api.body_params(members.take(pretrained["params"], source_of(member_id))))
+    head = c.model.head
+    return basin.l2_distance(api.body_params(members.take(params, member_id), head),
+                             api.body_params(members.take(pretrained["params"],
+                                                          source_of(member_id)), head))
 
   rows, curves = [], []
   test_y, val_y = data.target_test.labels, data.target_val.labels

@@ -20,7 +20,7 @@ import optax
 from jax.sharding import PartitionSpec as P
 
 from starsse_jax import (checkpoint, data as data_lib, inference, members, methods, models,
-                         resume, running_mean, schedules, sharding)
+                         optimizers, regularizers, resume, running_mean, schedules, sharding)
 
 State = dict[str, Any]
 
@@ -30,17 +30,9 @@ class NonFiniteLossError(FloatingPointError):
 
 
 def make_optimizer(weight_decay: float, momentum: float) -> optax.GradientTransformation:
-  """SGD with momentum and L2 weight decay, as PyTorch's ``SGD(weight_decay=...)``.
-
-  ``buf = momentum * buf + (g + wd * w)``, ``w -= lr * buf``. The learning rate is an injected
-  hyperparameter so that each member can follow its own schedule inside one jitted step.
-  """
-
-  def sgd(learning_rate):
-    return optax.chain(optax.add_decayed_weights(weight_decay),
-                       optax.sgd(learning_rate, momentum=momentum))
-
-  return optax.inject_hyperparams(sgd)(learning_rate=0.0)
+  """SGD with momentum and L2 weight decay, as PyTorch's ``SGD(weight_decay=...)`` (see
+  ``optimizers`` for AdamW and clipping)."""
+  return optimizers.make(optimizers.OptimizerConfig("sgd", weight_decay, momentum))
 
 
 def _with_learning_rate(opt_state, lr):
@@ -61,6 +53,8 @@ class Trainer:
   num_devices: int = 1  # devices to spread a phase over (0 = all visible)
   image_size: int = 0  # 0 = native resolution; else random-resized-crop to this size
   placement: str = "auto"  # training images on the 'device', or each batch sent from the 'host'
+  head: str = models.HEAD  # the classifier's name in ``params`` (replaced when fine-tuning)
+  regularizers: regularizers.Regularizers = regularizers.Regularizers()
 
   def init_variables(self, seed: int, image_shape) -> dict[str, Any]:
     if self.image_size:
@@ -87,7 +81,8 @@ def _init_fn(model):
 
 def _init(model, seed, image_shape):
   variables = _init_fn(model)(jax.random.key(seed), jnp.zeros((1,) + image_shape, jnp.float32))
-  return {"params": variables["params"], "batch_stats": variables["batch_stats"]}
+  # A model without BatchNorm keeps an empty ``batch_stats``: one state layout for every model.
+  return {"params": variables["params"], "batch_stats": variables.get("batch_stats", {})}
 
 
 def _make_step(tr: Trainer, mesh):
@@ -101,18 +96,17 @@ def _make_step(tr: Trainer, mesh):
   base_key = jax.random.key(tr.seed)
   data_axis = None if mesh is None else sharding.DATA
   data_shards = 1 if mesh is None else mesh.shape[sharding.DATA]
-  model = tr.model if mesh is None else tr.model.clone(bn_axis_name=data_axis)
+  model = models.with_bn_axis(tr.model, data_axis)
   average = (lambda t: t) if mesh is None else (lambda t: jax.lax.pmean(t, data_axis))
-  dropout = tr.model.dropout_rate > 0 or tr.model.block_dropout_rate > 0
+  dropout = models.is_random_in_training(tr.model)
 
   def member_step(state, member_seed, idx, lr, images, labels, step, collect):
     rng = jax.random.fold_in(jax.random.fold_in(base_key, member_seed), step)
-    rngs = {}
+    key = None
     if dropout:  # a stream of its own: augmentation draws from ``rng`` exactly as without dropout
       key = jax.random.fold_in(rng, _DROPOUT_STREAM)
       if mesh is not None:  # each data shard masks its own slice of the batch
         key = jax.random.fold_in(key, jax.lax.axis_index(data_axis))
-      rngs = {models.DROPOUT: key}
     local = idx.shape[0]
     aug = data_lib.augment_params(rng, local * data_shards, tr.crop_padding, tr.flip,
                                   images.shape[1:3], tr.image_size)
@@ -122,12 +116,27 @@ def _make_step(tr: Trainer, mesh):
     x = data_lib.apply_augment(images[idx], aug, tr.crop_padding, tr.image_size)
     x = data_lib.normalize(x, tr.mean, tr.std)
     y = labels[idx]
+    reg = tr.regularizers
+    if reg.erase_prob > 0:  # each image its own box: the shard's slice draws its own
+      erase_key = jax.random.fold_in(rng, _ERASE_STREAM)
+      if mesh is not None:
+        erase_key = jax.random.fold_in(erase_key, jax.lax.axis_index(data_axis))
+      x = regularizers.random_erase(erase_key, x, reg.erase_prob)
+    lam = None
+    if reg.mixing:  # one lam per member and step (the same on every shard; pairs within a shard)
+      x, lam = regularizers.mix(jax.random.fold_in(rng, _MIX_STREAM), x, reg)
 
     def loss_fn(params):
-      logits, updates = model.apply({"params": params, "batch_stats": state["batch_stats"]}, x,
-                                    train=True, mutable=["batch_stats"], rngs=rngs)
-      loss = optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
-      return loss, (updates["batch_stats"], logits)
+      logits, updates = models.apply(model, {"params": params, "batch_stats": state["batch_stats"]},
+                                     x, train=True, key=key, mutable=["batch_stats"])
+      if reg.soft:
+        targets = regularizers.smooth_targets(y, logits.shape[-1], reg.label_smoothing)
+        if lam is not None:
+          targets = regularizers.mix_targets(targets, lam)
+        loss = regularizers.soft_cross_entropy(logits, targets)
+      else:
+        loss = optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
+      return loss, (updates.get("batch_stats", {}), logits)
 
     (loss, (batch_stats, logits)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
         state["params"])
@@ -160,8 +169,10 @@ def _make_step(tr: Trainer, mesh):
   return jax.jit(step, donate_argnums=0)
 
 
-# Folded into a step's key to give dropout its own stream.
+# Folded into a step's key to give dropout, mixing and erasing streams of their own.
 _DROPOUT_STREAM = 0x5EED
+_MIX_STREAM = 0x313C
+_ERASE_STREAM = 0xE2A5
 
 
 # ------------------------------------------------------------------------------- phases
@@ -366,7 +377,8 @@ def start_states(trainer: Trainer, phase: methods.Phase, ensemble: State | None,
       variables.append(trainer.init_variables(trainer.seed * 1000 + start.index, image_shape))
     elif start.kind == "pretrained":
       fresh = trainer.init_variables(trainer.seed * 1000 + 500 + member_id, image_shape)
-      variables.append(checkpoint.with_new_head(members.take(pretrained, start.index), fresh))
+      variables.append(checkpoint.with_new_head(members.take(pretrained, start.index), fresh,
+                                                trainer.head))
     elif start.kind == "member":
       if ensemble_ids is None or start.index not in ensemble_ids:
         raise ValueError(f"Phase {phase.name!r} starts from member {start.index}, which diverged "

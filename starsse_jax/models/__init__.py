@@ -43,6 +43,14 @@ def _vit(model_config, num_classes, dtype):
                        model_config.get("drop_path_rate", 0.0))
 
 
+def _vit_sized(model_config, num_classes, dtype):
+  """``model.name='vit'``: a ViT of ``model.width``, ``model.depth``, ``model.heads``,
+  ``model.patch`` (small ones for small images, e.g. the embedded data)."""
+  return vit.ViT(patch=model_config.patch, width=model_config.width, depth=model_config.depth,
+                 heads=model_config.heads, num_classes=num_classes, dtype=dtype,
+                 drop_path_rate=model_config.get("drop_path_rate", 0.0))
+
+
 def _swin(model_config, num_classes, dtype):
   return swin.build_swin(model_config.name, num_classes, dtype,
                          model_config.get("drop_path_rate", 0.0))
@@ -50,6 +58,7 @@ def _swin(model_config, num_classes, dtype):
 
 for _name in resnet.NAMES:
   register(_name, resnet.build)
+register("vit", _vit_sized)
 for _name in vit.VIT_SIZES:
   register(_name, _vit)
 for _name in swin.SWIN_SIZES:
@@ -71,6 +80,11 @@ def _factory(name: str):
 
 def is_known(name: str) -> bool:
   return _factory(name) is not None
+
+
+def is_builtin(name: str) -> bool:
+  return (name in resnet.NAMES or name == "vit" or name in vit.VIT_SIZES
+          or name in swin.SWIN_SIZES)
 
 
 def build_model(model_config, num_classes: int):
@@ -145,6 +159,13 @@ def apply(model, variables, x, *, train: bool, stochastic: bool | None = None, k
   return model.apply(variables, x, train=train, rngs=rngs, mutable=mutable, **kwargs)
 
 
+def without_dropout(model):
+  """``model`` with dropout off (pre-training is the same for every method); drop-path, part of a
+  transformer's recipe, stays."""
+  off = {r: 0.0 for r in ("dropout_rate", "block_dropout_rate") if hasattr(model, r)}
+  return model.clone(**off) if off else model
+
+
 def with_bn_axis(model, axis_name: str | None):
   """``model`` with BatchNorm synchronised over ``axis_name``, where the model supports it."""
   if axis_name is None or not hasattr(model, "bn_axis_name"):
@@ -154,5 +175,6 @@ def with_bn_axis(model, axis_name: str | None):
 
 __all__ = ["BatchNorm", "ResNet", "STEMS", "TORCHVISION", "HEAD", "DROPOUT", "DROP_PATH",
            "DTYPES", "MODELS", "build_model", "register", "names", "is_known", "family", "apply",
-           "accepts_stochastic", "has_dropout", "is_random_in_training", "with_bn_axis", "swin",
+           "accepts_stochastic", "has_dropout", "is_random_in_training", "with_bn_axis",
+           "without_dropout", "swin",
            "vit", "resnet"]
