@@ -51,9 +51,11 @@ from starsse_jax import configlib, data as data_lib, members, models, train  # n
 def setup(model_name: str, k: int, strategy: str, size: int, dtype: str, image_size: int = 0,
           num_classes: int = 10, kernel_grad: str = "auto"):
   """(trainer, stacked states, channels) for K members of ``model_name`` on ``size`` px images."""
-  config = configlib.base_config()
-  config.model.name, config.model.dtype = model_name, dtype
-  model = models.build_model(config.model, num_classes).clone(kernel_grad=kernel_grad)
+  config = _model_config(model_name)
+  config.model.dtype = dtype
+  model = models.build_model(config.model, num_classes)
+  if hasattr(model, "kernel_grad"):  # ResNets: how convolution kernel gradients are computed
+    model = model.clone(kernel_grad=kernel_grad)
   channels = 1 if size <= 28 else 3
   trainer = train.Trainer(model, train.make_optimizer(5e-4, 0.9), np.full(channels, 0.5, np.float32),
                           np.full(channels, 0.25, np.float32), 2, True, strategy, 0,
@@ -61,6 +63,16 @@ def setup(model_name: str, k: int, strategy: str, size: int, dtype: str, image_s
   states = members.stack([trainer.init_variables(s, (size, size, channels)) for s in range(k)])
   states["opt_state"] = jax.vmap(trainer.tx.init)(states["params"])
   return trainer, states, channels
+
+
+def _model_config(model_name: str):
+  """The config whose model the benchmark trains: ``vit`` is ``configs/vit_tiny.py``'s ViT."""
+  if model_name == "vit":
+    from configs import vit_tiny  # pylint: disable=g-import-not-at-top
+    return vit_tiny.get_config()
+  config = configlib.base_config()
+  config.model.name = model_name
+  return config
 
 
 def synthetic_inputs(k: int, batch: int, size: int, channels: int, seed: int = 0):
@@ -101,8 +113,9 @@ def prepare(model_name: str, k: int, strategy: str, batch: int, size: int, dtype
   compiled = step.lower(states, seeds, images, labels, idx, lrs, 0, 0.0).compile()
   compile_s = time.perf_counter() - start
   # Counted on XLA's own kernel gradients: the per-tap loop's body would be counted once.
-  counted = step if kernel_grad == "xla" else dataclasses.replace(
-      trainer, model=trainer.model.clone(kernel_grad="xla")).step_for(k, batch)[0]
+  counted = step if kernel_grad == "xla" or not hasattr(trainer.model, "kernel_grad") else (
+      dataclasses.replace(trainer, model=trainer.model.clone(kernel_grad="xla")).step_for(
+          k, batch)[0])
   flops = step_flops(counted, (states, seeds, images, labels, idx, lrs, 0, 0.0))
   box = {"states": states, "t": 0}
 
@@ -247,10 +260,11 @@ def torch_cpu_runners(args, train_size: int) -> dict:
   """{setting: window(steps) -> img/s} for the benchmark's model trained by PyTorch on the CPU,
   NCHW and channels_last; in this process if it imports torch, else each in a process of
   ``--torch-python`` kept waiting between windows (``window(0)`` ends it)."""
-  config = configlib.base_config()
-  spec = dict(model_name=args.model, width=config.model.width,
-              stages=list(config.model.stage_sizes), batch=args.batch, size=train_size,
-              channels=1 if args.size <= 28 else 3)
+  m = _model_config(args.model).model
+  spec = dict(model_name=args.model, width=m.width, stages=list(m.stage_sizes),
+              batch=args.batch, size=train_size, channels=1 if args.size <= 28 else 3)
+  if args.model == "vit":
+    spec["vit"] = dict(patch=m.patch, depth=m.depth, heads=m.heads)
   try:
     import torch_reference  # pylint: disable=g-import-not-at-top
     import torch  # noqa: F401  pylint: disable=g-import-not-at-top,unused-import
@@ -265,8 +279,11 @@ def torch_cpu_runners(args, train_size: int) -> dict:
 def _remote_runner(python: str, spec: dict):
   script = os.path.join(os.path.dirname(os.path.abspath(__file__)), "torch_reference.py")
   try:
+    # timm (the ViT's PyTorch peer) installed beside Debian's torch, as the test command does
+    timm_dir = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), ".timm")
+    env = dict(os.environ, PYTHONPATH=timm_dir)
     proc = subprocess.Popen([python, script, json.dumps(spec)], stdin=subprocess.PIPE,
-                            stdout=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, text=True, env=env)
     ready = proc.stdout.readline()
   except OSError as e:
     ready, proc = "", e

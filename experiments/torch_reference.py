@@ -68,12 +68,18 @@ class CpuRunner:
   batch and normalised, as the JAX step does; NCHW (PyTorch's default) or channels_last."""
 
   def __init__(self, model_name: str, width: int, stages, batch: int, size: int, channels: int,
-               channels_last: bool = False, threads: int = 0, num_classes: int = 10):
+               channels_last: bool = False, threads: int = 0, num_classes: int = 10,
+               vit: dict | None = None):
     import torch  # pylint: disable=g-import-not-at-top
     torch.set_num_threads(threads or os.cpu_count())
     torch.manual_seed(0)
     if model_name == "resnet_small":
       model = _small_resnet(width, stages, channels, num_classes)
+    elif model_name == "vit":  # timm's VisionTransformer of the same size (``configs/vit_tiny.py``)
+      from timm.models.vision_transformer import VisionTransformer  # pylint: disable=g-import-not-at-top
+      model = VisionTransformer(img_size=size, patch_size=vit["patch"], in_chans=channels,
+                                num_classes=num_classes, embed_dim=width, depth=vit["depth"],
+                                num_heads=vit["heads"])
     else:
       import torchvision  # pylint: disable=g-import-not-at-top
       model = getattr(torchvision.models, model_name)(num_classes=num_classes)

@@ -97,7 +97,8 @@ def import_checkpoints(config, data: TransferData) -> dict[str, Any]:
   for path in files[:needed]:
     t = time.perf_counter()
     variables = weights.load(path, model, config.pretrain.checkpoint_prefix,
-                             config.pretrain.checkpoint_key)
+                             config.pretrain.checkpoint_key,
+                             config.data.image_size or data.image_shape[0])
     variables["params"].pop(config.model.head, None)
     loaded.append(variables)
     logging.info("Imported %s (%.1f s).", path, time.perf_counter() - t)

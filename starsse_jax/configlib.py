@@ -319,6 +319,12 @@ def validate(config: ml_collections.ConfigDict, data_given: bool = False) -> Non
        config.eval.learned_soup_batch_size > 0,
        "eval.learned_soup_epochs must not be negative; learned_soup_lr and "
        "learned_soup_batch_size must be positive.")
+  if config.model.name == "vit":
+    need(config.model.heads >= 1 and config.model.width % config.model.heads == 0,
+         f"model.width={config.model.width} must be a multiple of model.heads="
+         f"{config.model.heads} (each head gets width / heads channels).")
+    need(config.model.patch >= 1 and config.model.depth >= 1,
+         "model.patch and model.depth must be at least 1.")
   for name in ("pretrain", "finetune"):
     _check_recipe(need, config[name], name, config.num_members)
   need(config.data.placement in ("auto", "device", "host"),

@@ -25,6 +25,26 @@ from starsse_jax import configlib  # noqa: E402
 from starsse_jax.data import Split, TransferData  # noqa: E402
 
 FASHION_DIR = "/usr/share/datasets/fashion-mnist"
+TORCH_PYTHON = os.environ.get("STARSSE_TORCH_PYTHON", "/usr/bin/python3")
+TIMM_DIR = os.environ.get("STARSSE_TIMM_DIR", os.path.join(REPO, ".timm"))
+TIMM_MODELS = ("vit_tiny_patch16_224", "vit_small_patch16_224",
+               "vit_base_patch32_clip_quickgelu_224", "swin_tiny_patch4_window7_224")
+
+
+@pytest.fixture(scope="session")
+def timm_reference(tmp_path_factory):
+  """Files and logits of seeded random-init timm models (``timm_reference.py``), made once per
+  session by Debian's torch with timm beside it (the test command installs timm in ``.timm``)."""
+  import subprocess  # pylint: disable=g-import-not-at-top
+  out = tmp_path_factory.mktemp("timm")
+  env = dict(os.environ, PYTHONPATH=TIMM_DIR, TIMM_FUSED_ATTN="0")
+  proc = subprocess.run([TORCH_PYTHON, os.path.join(REPO, "tests", "timm_reference.py"),
+                         str(out), *TIMM_MODELS], env=env, capture_output=True, text=True,
+                        timeout=900)
+  assert proc.returncode == 0, (
+      f"{TORCH_PYTHON} with timm from {TIMM_DIR} could not build the references (the test "
+      "command installs timm there; or set STARSSE_TIMM_DIR):\n" + proc.stderr[-2000:])
+  return out
 
 
 def progress_lines(text: str) -> int:

@@ -21,7 +21,8 @@ def test_quickstart_notebook_runs(tmp_path, monkeypatch):
                  resources={"metadata": {"path": str(run_dir)}}).execute()
   text = "\n".join(out.get("text", "") for cell in notebook.cells if cell.cell_type == "code"
                    for out in cell.get("outputs", []))
-  assert "| ensemble of 3 (starsse) |" in text
+  assert text.count("| ensemble of 3 (starsse) |") == 2  # a ResNet, then a module of one's own
+  assert "user:MyNet" in text
   assert "uniform" in text and "greedy" in text
   images = [out for cell in notebook.cells if cell.cell_type == "code"
             for out in cell.get("outputs", []) if "image/png" in out.get("data", {})]

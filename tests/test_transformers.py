@@ -5,37 +5,25 @@ Debian's python3-torch with timm installed beside it (the test command installs 
 the same weights in Microsoft's Swin layout and OpenAI's CLIP layout (checked there against timm's
 own converters); the converted Flax models must give the same eval-mode logits.
 """
-import os
-import subprocess
-
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from conftest import REPO
+from conftest import TIMM_MODELS
 from starsse_jax import weights
 from starsse_jax.models import swin, vit
 from starsse_jax.weights import families, formats, timm_layout
 from starsse_jax.weights.errors import WeightsError
 
-TORCH_PYTHON = os.environ.get("STARSSE_TORCH_PYTHON", "/usr/bin/python3")
-TIMM_DIR = os.environ.get("STARSSE_TIMM_DIR", os.path.join(REPO, ".timm"))
 SWIN_T = "swin_tiny_patch4_window7_224"
 CLIP = "vit_base_patch32_clip_quickgelu_224"
-NAMES = ("vit_tiny_patch16_224", "vit_small_patch16_224", CLIP, SWIN_T)
+NAMES = TIMM_MODELS
 
 
-@pytest.fixture(scope="module")
-def reference(tmp_path_factory):
-  out = tmp_path_factory.mktemp("timm")
-  env = dict(os.environ, PYTHONPATH=TIMM_DIR, TIMM_FUSED_ATTN="0")
-  proc = subprocess.run([TORCH_PYTHON, os.path.join(REPO, "tests", "timm_reference.py"),
-                         str(out), *NAMES], env=env, capture_output=True, text=True, timeout=900)
-  assert proc.returncode == 0, (
-      f"{TORCH_PYTHON} with timm from {TIMM_DIR} could not build the references (the test "
-      "command installs timm there; or set STARSSE_TIMM_DIR):\n" + proc.stderr[-2000:])
-  return out
+@pytest.fixture
+def reference(timm_reference):
+  return timm_reference
 
 
 def _build(name):
@@ -147,3 +135,13 @@ def test_drop_path_is_random_in_training_only():
   assert not np.allclose(train(1), evals[0])
   np.testing.assert_array_equal(train(1), train(1))
   assert not np.allclose(train(1), train(2))
+
+
+def test_bf16_compute_keeps_float32_master_weights(reference):
+  model = swin.build_swin(SWIN_T, 10, dtype=jnp.bfloat16)
+  variables = weights.load(str(reference / f"{SWIN_T}.pth"), model)
+  assert {leaf.dtype for leaf in jax.tree.leaves(variables)} == {np.dtype(np.float32)}
+  io = np.load(reference / f"{SWIN_T}_io.npz")
+  logits = _logits(model, variables, io["x"])
+  assert logits.dtype == np.float32
+  assert np.abs(logits - io["logits"]).max() < 0.1  # bf16 activations: close, not exact

@@ -20,7 +20,8 @@ timm's own converters (so the test files are what those converters read):
 - ViT: ``NAME_at{S}_io.npz``, logits of the model built for S-pixel images with the 224-pixel
   weights loaded through timm's ``checkpoint_filter_fn`` (position embeddings resampled).
 - Swin: ``NAME_at{S}.pth`` and ``NAME_at{S}_io.npz``, another random model built for S-pixel
-  images (windows clamped to small maps, maps padded to whole windows).
+  images (windows clamped to small maps, maps padded to whole windows), and the same weights in
+  Microsoft's layout wrapped as the official StarSSE code saves them (``{'model_state': ...}``).
 """
 import os
 import re
@@ -131,6 +132,8 @@ def main(out_dir, names):
       small = timm.create_model(name, pretrained=False, num_classes=10, img_size=s).eval()
       _randomise_norms(small)
       torch.save(small.state_dict(), os.path.join(out_dir, f"{name}_at{s}.pth"))
+      torch.save({"model_state": microsoft_layout(small)},
+                 os.path.join(out_dir, f"{name}_at{s}_microsoft.pth"))
       np.savez(os.path.join(out_dir, f"{name}_at{s}_io.npz"), **_io(small, s, 300 + i))
     print(name, "ok", file=sys.stderr)
 
