@@ -60,6 +60,7 @@ def _trainer(config, model, data: TransferData, opt_config) -> train.Trainer:
       mean=data.mean, std=data.std, crop_padding=config.data.crop_padding,
       flip=config.data.flip, strategy=config.execution.member_strategy, seed=config.seed,
       num_devices=config.execution.num_devices, image_size=config.data.image_size,
+      resize=config.data.resize,
       placement=config.data.placement, head=config.model.head)
 
 
@@ -316,7 +317,7 @@ def _predict(config, data: TransferData, model, variables, images,
              passes: int = 0) -> np.ndarray:
   return inference.predict(model, variables, images, data.mean, data.std, config.eval.batch_size,
                            config.execution.member_strategy, config.data.image_size,
-                           passes=passes, seed=config.seed)
+                           passes=passes, seed=config.seed, resize=config.data.resize)
 
 
 def mc_passes(config, model) -> int:
@@ -336,7 +337,8 @@ def _recompute_fn(config, data: TransferData, model):
   """``(stacked params, template stats) -> BatchNorm statistics on the target training images``."""
   return lambda params, stats: inference.recompute_batch_stats(
       model, params, stats, data.target_train.images, data.mean, data.std,
-      config.eval.bn_batch_size, config.execution.member_strategy, config.data.image_size)
+      config.eval.bn_batch_size, config.execution.member_strategy, config.data.image_size,
+      config.data.resize)
 
 
 def _learned_soup(config, data: TransferData, ens: Ensemble):
@@ -351,8 +353,8 @@ def _learned_soup(config, data: TransferData, ens: Ensemble):
   stochastic = False if models.accepts_stochastic(model) else None
 
   def logits_fn(params, images):
-    x = data_lib.normalize(data_lib.eval_view(images, config.data.image_size), data.mean,
-                           data.std)
+    x = data_lib.normalize(data_lib.eval_view(images, config.data.image_size, config.data.resize),
+                           data.mean, data.std)
     logits, _ = models.apply(model, {"params": params, "batch_stats": template}, x,
                              train=has_bn, stochastic=stochastic, mutable=["batch_stats"])
     return logits.astype(np.float32)
@@ -552,7 +554,8 @@ def curve_fn(config, data: TransferData, model, batch_stats_template):
       test_labels=data.target_test.labels, mean=data.mean, std=data.std,
       num_points=config.eval.basin_points, bn_batch_size=config.eval.bn_batch_size,
       eval_batch_size=config.eval.batch_size, strategy=config.execution.member_strategy,
-      image_size=config.data.image_size, threshold=config.eval.basin_threshold)
+      image_size=config.data.image_size, threshold=config.eval.basin_threshold,
+      resize=config.data.resize)
 
 
 def basin_report(config, data: TransferData, ens: Ensemble,

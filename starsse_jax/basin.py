@@ -52,7 +52,8 @@ def interpolation_curve(model, a_params: Any, b_params: Any, batch_stats_templat
                         mean, std, num_points: int = 11, bn_batch_size: int = 100,
                         eval_batch_size: int = 500, strategy: str = "auto",
                         image_size: int = 0,
-                        threshold: float = DEFAULT_THRESHOLD) -> dict[str, Any]:
+                        threshold: float = DEFAULT_THRESHOLD,
+                        resize: str = "bilinear") -> dict[str, Any]:
   """Test NLL and accuracy at ``num_points`` evenly spaced points from ``a`` to ``b``.
 
   Every point gets its own BatchNorm statistics, recomputed on ``train_images``; all points are
@@ -64,9 +65,9 @@ def interpolation_curve(model, a_params: Any, b_params: Any, batch_stats_templat
   stacked = members.stack([interpolate(a_params, b_params, float(x)) for x in alphas])
   template = members.broadcast(batch_stats_template, num_points)
   stats = inference.recompute_batch_stats(model, stacked, template, train_images, mean, std,
-                                          bn_batch_size, strategy, image_size)
+                                          bn_batch_size, strategy, image_size, resize)
   probs = inference.predict(model, {"params": stacked, "batch_stats": stats}, test_images, mean,
-                            std, eval_batch_size, strategy, image_size)
+                            std, eval_batch_size, strategy, image_size, resize=resize)
   nll = [metrics.nll(p, test_labels) for p in probs]
   acc = [metrics.accuracy(p, test_labels) for p in probs]
   barrier = barrier_height(alphas, nll)

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import ml_collections
 
-from starsse_jax import conv, members, methods, models, optimizers, sources, weights
+from starsse_jax import conv, data as data_lib, members, methods, models, optimizers, sources, weights
 
 
 def base_config() -> ml_collections.ConfigDict:
@@ -34,6 +34,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.data.crop_padding = 2
   c.data.image_size = 0  # 0: native size, padded crop; N: random-resized-crop to N px (e.g. 224)
   c.data.flip = True
+  c.data.resize = "bilinear"  # how crops are resized to data.image_size: 'bilinear' or 'bicubic'
   c.data.stored_size = 0  # N > 0: images resized (shorter side) + centre-cropped to N x N on load
   c.data.cache_dir = ""  # decoded image folders (default ~/.cache/starsse_jax)
   c.data.placement = "auto"  # 'device': images on the accelerator; 'host': batches sent per step
@@ -169,6 +170,11 @@ def _recipe(section) -> None:
   section.mix_switch_prob = 0.5
   section.mix_prob = 1.0  # probability that a batch is mixed at all
   section.random_erase_prob = 0.0  # per image: one box of N(0, 1) noise (timm's mode 'pixel')
+  # RandAugment (timm's rand-m9-mstd0.5-inc1 = 2 ops, magnitude 9, std 0.5, each op with p 0.5)
+  section.rand_augment_ops = 0  # ops per image; 0 = off
+  section.rand_augment_magnitude = 9.0
+  section.rand_augment_std = 0.5
+  section.rand_augment_prob = 0.5
 
 
 def _check_recipe(need, s, name: str, num_members: int) -> None:
@@ -187,7 +193,11 @@ def _check_recipe(need, s, name: str, num_members: int) -> None:
        "[0, 1).")
   need(s.mixup_alpha >= 0 and s.cutmix_alpha >= 0,
        f"{name}.mixup_alpha and {name}.cutmix_alpha must not be negative (0 = off).")
-  for field in ("mix_switch_prob", "mix_prob", "random_erase_prob"):
+  need(s.rand_augment_ops >= 0 and 0 <= s.rand_augment_magnitude <= 10 and
+       s.rand_augment_std >= 0,
+       f"{name}.rand_augment_ops must not be negative, {name}.rand_augment_magnitude must lie in "
+       f"[0, 10] and {name}.rand_augment_std must not be negative.")
+  for field in ("mix_switch_prob", "mix_prob", "random_erase_prob", "rand_augment_prob"):
     need(0 <= s[field] <= 1, f"{name}.{field}={s[field]!r} must lie in [0, 1].")
   need(0 < s.b1 < 1 and 0 < s.b2 < 1 and s.eps > 0,
        f"{name}.b1 and {name}.b2 must lie in (0, 1) and {name}.eps be positive.")
@@ -327,6 +337,8 @@ def validate(config: ml_collections.ConfigDict, data_given: bool = False) -> Non
          "model.patch and model.depth must be at least 1.")
   for name in ("pretrain", "finetune"):
     _check_recipe(need, config[name], name, config.num_members)
+  need(config.data.resize in data_lib.RESIZE_METHODS,
+       f"data.resize={config.data.resize!r}; use 'bilinear' or 'bicubic'.")
   need(config.data.placement in ("auto", "device", "host"),
        f"data.placement={config.data.placement!r}; use 'auto', 'device' or 'host'.")
   need(config.model.stem in ("",) + models.STEMS,

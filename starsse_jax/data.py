@@ -295,11 +295,15 @@ def augment_params(rng: jax.Array, n: int, padding: int, flip: bool, image_hw=No
   return params
 
 
+RESIZE_METHODS = {"bilinear": "linear", "bicubic": "cubic"}  # config name -> jax.image's
+
+
 def apply_augment(images: jax.Array, params: dict[str, jax.Array], padding: int,
-                  image_size: int = 0) -> jax.Array:
-  """Crops (padded crop, or random-resized crop to ``image_size``) and flips where flagged."""
+                  image_size: int = 0, resize: str = "bilinear") -> jax.Array:
+  """Crops (padded crop, or random-resized crop to ``image_size``, resized ``bilinear`` or
+  ``bicubic``) and flips where flagged."""
   if image_size:
-    images = crop_and_resize(images, params["boxes"], image_size)
+    images = crop_and_resize(images, params["boxes"], image_size, resize)
   elif padding > 0:
     _, h, w, c = images.shape
     padded = jnp.pad(images, ((0, 0), (padding, padding), (padding, padding), (0, 0)))
@@ -309,15 +313,15 @@ def apply_augment(images: jax.Array, params: dict[str, jax.Array], padding: int,
 
 
 def augment(rng: jax.Array, images: jax.Array, padding: int, flip: bool,
-            image_size: int = 0) -> jax.Array:
+            image_size: int = 0, resize: str = "bilinear") -> jax.Array:
   """Training view of a batch: random crop (padded, or resized to ``image_size``) and flip."""
   params = augment_params(rng, images.shape[0], padding, flip, images.shape[1:3], image_size)
-  return apply_augment(images, params, padding, image_size)
+  return apply_augment(images, params, padding, image_size, resize)
 
 
-def eval_view(images: jax.Array, image_size: int = 0) -> jax.Array:
+def eval_view(images: jax.Array, image_size: int = 0, resize: str = "bilinear") -> jax.Array:
   """Evaluation view of a batch: unchanged, or centre-cropped and resized to ``image_size``."""
-  return center_resize(images, image_size) if image_size else images
+  return center_resize(images, image_size, resize=resize) if image_size else images
 
 
 def random_resized_crop_params(rng: jax.Array, n: int, height: int, width: int,
@@ -339,23 +343,27 @@ def random_resized_crop_params(rng: jax.Array, n: int, height: int, width: int,
   return jnp.stack([top, left, h, w], axis=-1)
 
 
-def crop_and_resize(images: jax.Array, boxes: jax.Array, size: int) -> jax.Array:
-  """Bilinear resize of each image's box to ``size x size`` (float32, pixel values kept)."""
+def crop_and_resize(images: jax.Array, boxes: jax.Array, size: int,
+                    resize: str = "bilinear") -> jax.Array:
+  """Resize of each image's box to ``size x size`` (float32, pixel values kept), ``bilinear`` or
+  ``bicubic`` (Keys' cubic, a = -0.5, antialiased when shrinking, as ``jax.image``)."""
+  method = RESIZE_METHODS[resize]
 
   def one(image, box):
     top, left, h, w = box[0], box[1], box[2], box[3]
     scale = jnp.stack([size / h, size / w])
     translation = -jnp.stack([top, left]) * scale
     return jax.image.scale_and_translate(image.astype(jnp.float32), (size, size, image.shape[-1]),
-                                         (0, 1), scale, translation, method="linear")
+                                         (0, 1), scale, translation, method=method)
 
   return jax.vmap(one)(images, boxes)
 
 
-def center_resize(images: jax.Array, size: int, crop_fraction: float = 0.875) -> jax.Array:
+def center_resize(images: jax.Array, size: int, crop_fraction: float = 0.875,
+                  resize: str = "bilinear") -> jax.Array:
   """Evaluation view: the central ``crop_fraction`` of each image resized to ``size`` (the
   'resize to 256, centre-crop 224' of ImageNet evaluation is ``crop_fraction = 224 / 256``)."""
   n, height, width, _ = images.shape
   h, w = height * crop_fraction, width * crop_fraction
   box = jnp.asarray([(height - h) / 2, (width - w) / 2, h, w], jnp.float32)
-  return crop_and_resize(images, jnp.broadcast_to(box, (n, 4)), size)
+  return crop_and_resize(images, jnp.broadcast_to(box, (n, 4)), size, resize)

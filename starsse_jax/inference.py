@@ -12,11 +12,11 @@ from starsse_jax import data as data_lib, members, models
 
 
 @functools.lru_cache(maxsize=None)
-def _predict_fn(model, strategy: str, image_size: int, stochastic: bool):
+def _predict_fn(model, strategy: str, image_size: int, stochastic: bool, resize: str):
 
   @jax.jit
   def predict(variables, images, mean, std, keys):
-    x = data_lib.normalize(data_lib.eval_view(images, image_size), mean, std)
+    x = data_lib.normalize(data_lib.eval_view(images, image_size, resize), mean, std)
 
     def one(v, key):
       logits = models.apply(model, v, x, train=False, stochastic=stochastic or None,
@@ -40,7 +40,7 @@ def _batches(images: np.ndarray, batch_size: int):
 
 def predict(model, variables: dict[str, Any], images: np.ndarray, mean, std,
             batch_size: int = 500, strategy: str = "auto", image_size: int = 0,
-            passes: int = 0, seed: int = 0) -> np.ndarray:
+            passes: int = 0, seed: int = 0, resize: str = "bilinear") -> np.ndarray:
   """Softmax probabilities ``[K, N, C]`` of stacked ``{'params', 'batch_stats'}`` in eval mode.
 
   ``passes`` = S > 0: MC-dropout, S stochastic passes per member with dropout on (BatchNorm still
@@ -48,7 +48,7 @@ def predict(model, variables: dict[str, Any], images: np.ndarray, mean, std,
   the masks are seeded by ``seed``, pass, batch and member.
   """
   stochastic = passes > 0
-  fn = _predict_fn(model, strategy, image_size, stochastic)
+  fn = _predict_fn(model, strategy, image_size, stochastic, resize)
   variables = {"params": variables["params"], "batch_stats": variables.get("batch_stats", {})}
   k = members.num_members(variables)
   batch_size = min(batch_size, len(images))
@@ -65,7 +65,7 @@ def predict(model, variables: dict[str, Any], images: np.ndarray, mean, std,
 
 
 @functools.lru_cache(maxsize=None)
-def _batch_stats_fn(model, strategy: str, image_size: int):
+def _batch_stats_fn(model, strategy: str, image_size: int, resize: str):
   stochastic = False if models.accepts_stochastic(model) else None
   if hasattr(model, "bn_momentum"):
     # Momentum 0 makes the module's "running" statistics exactly this batch's statistics.
@@ -87,7 +87,7 @@ def _batch_stats_fn(model, strategy: str, image_size: int):
 
   @jax.jit
   def stats(params, batch_stats, images, mean, std):
-    x = data_lib.normalize(data_lib.eval_view(images, image_size), mean, std)
+    x = data_lib.normalize(data_lib.eval_view(images, image_size, resize), mean, std)
 
     def one(p, bs):
       return batch_statistics(p, bs, x)
@@ -99,7 +99,7 @@ def _batch_stats_fn(model, strategy: str, image_size: int):
 
 def recompute_batch_stats(model, params: Any, template_stats: Any, images: np.ndarray, mean, std,
                           batch_size: int = 256, strategy: str = "auto",
-                          image_size: int = 0) -> Any:
+                          image_size: int = 0, resize: str = "bilinear") -> Any:
   """BatchNorm statistics of stacked ``params`` over ``images`` (no augmentation).
 
   As SWA's ``bn_update``: the running mean and variance are reset and replaced by the cumulative
@@ -110,7 +110,7 @@ def recompute_batch_stats(model, params: Any, template_stats: Any, images: np.nd
   """
   if not jax.tree.leaves(template_stats):
     return template_stats
-  fn = _batch_stats_fn(model, strategy, image_size)
+  fn = _batch_stats_fn(model, strategy, image_size, resize)
   batch_size = min(batch_size, len(images))
   num_batches = len(images) // batch_size  # full batches only: equal weights
   total = None

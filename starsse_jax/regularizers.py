@@ -13,7 +13,7 @@
   [0.3, 3.3] (first of 10 draws that fits) is filled with standard-normal noise, after
   normalisation.
 
-RandAugment is not implemented (yet): the recipe's other parts are.
+RandAugment (``rand_augment``) runs before normalisation, on pixel values; these after it.
 """
 from __future__ import annotations
 
@@ -21,6 +21,8 @@ import dataclasses
 
 import jax
 import jax.numpy as jnp
+
+from starsse_jax.rand_augment import RandAugment
 
 
 @dataclasses.dataclass(frozen=True)
@@ -31,6 +33,7 @@ class Regularizers:
   mix_prob: float = 1.0
   switch_prob: float = 0.5
   erase_prob: float = 0.0
+  rand_augment: RandAugment | None = None
 
   @property
   def mixing(self) -> bool:
@@ -46,7 +49,11 @@ class Regularizers:
     get = lambda name, default: section.get(name, default)
     return cls(label_smoothing=get("label_smoothing", 0.0), mixup_alpha=get("mixup_alpha", 0.0),
                cutmix_alpha=get("cutmix_alpha", 0.0), mix_prob=get("mix_prob", 1.0),
-               switch_prob=get("mix_switch_prob", 0.5), erase_prob=get("random_erase_prob", 0.0))
+               switch_prob=get("mix_switch_prob", 0.5), erase_prob=get("random_erase_prob", 0.0),
+               rand_augment=RandAugment(
+                   get("rand_augment_ops", 0), get("rand_augment_magnitude", 9.0),
+                   get("rand_augment_std", 0.5), get("rand_augment_prob", 0.5))
+               if get("rand_augment_ops", 0) > 0 else None)
 
 
 def smooth_targets(labels, num_classes: int, smoothing: float):

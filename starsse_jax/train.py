@@ -20,7 +20,8 @@ import optax
 from jax.sharding import PartitionSpec as P
 
 from starsse_jax import (checkpoint, data as data_lib, inference, members, methods, models,
-                         optimizers, regularizers, resume, running_mean, schedules, sharding)
+                         optimizers, rand_augment, regularizers, resume, running_mean, schedules,
+                         sharding)
 
 State = dict[str, Any]
 
@@ -52,6 +53,7 @@ class Trainer:
   seed: int
   num_devices: int = 1  # devices to spread a phase over (0 = all visible)
   image_size: int = 0  # 0 = native resolution; else random-resized-crop to this size
+  resize: str = "bilinear"  # how crops are resized to image_size: 'bilinear' or 'bicubic'
   placement: str = "auto"  # training images on the 'device', or each batch sent from the 'host'
   head: str = models.HEAD  # the classifier's name in ``params`` (replaced when fine-tuning)
   regularizers: regularizers.Regularizers = regularizers.Regularizers()
@@ -113,10 +115,15 @@ def _make_step(tr: Trainer, mesh):
     if mesh is not None:
       start = jax.lax.axis_index(data_axis) * local
       aug = jax.tree.map(lambda a: jax.lax.dynamic_slice_in_dim(a, start, local), aug)
-    x = data_lib.apply_augment(images[idx], aug, tr.crop_padding, tr.image_size)
+    x = data_lib.apply_augment(images[idx], aug, tr.crop_padding, tr.image_size, tr.resize)
+    reg = tr.regularizers
+    if reg.rand_augment is not None:  # per image, on pixel values; each shard its own images
+      ra_key = jax.random.fold_in(rng, _RANDAUG_STREAM)
+      if mesh is not None:
+        ra_key = jax.random.fold_in(ra_key, jax.lax.axis_index(data_axis))
+      x = rand_augment.rand_augment(ra_key, x, reg.rand_augment, np.asarray(tr.mean) * 255.0)
     x = data_lib.normalize(x, tr.mean, tr.std)
     y = labels[idx]
-    reg = tr.regularizers
     if reg.erase_prob > 0:  # each image its own box: the shard's slice draws its own
       erase_key = jax.random.fold_in(rng, _ERASE_STREAM)
       if mesh is not None:
@@ -173,6 +180,7 @@ def _make_step(tr: Trainer, mesh):
 _DROPOUT_STREAM = 0x5EED
 _MIX_STREAM = 0x313C
 _ERASE_STREAM = 0xE2A5
+_RANDAUG_STREAM = 0x2A6D
 
 
 # ------------------------------------------------------------------------------- phases
@@ -404,7 +412,7 @@ def finish_average(trainer: Trainer, states: State, split: data_lib.Split,
   params = states["average"]["params"]
   stats = inference.recompute_batch_stats(trainer.model, params, states["batch_stats"],
                                           split.images, trainer.mean, trainer.std, batch_size,
-                                          trainer.strategy, trainer.image_size)
+                                          trainer.strategy, trainer.image_size, trainer.resize)
   return {"params": params, "batch_stats": stats, "opt_state": states["opt_state"]}
 
 

@@ -124,6 +124,7 @@ def test_a_small_vit_runs_every_method_piece_without_batchnorm(tmp_path):
   config.finetune.mixup_alpha = 0.4
   config.finetune.cutmix_alpha = 1.0
   config.finetune.random_erase_prob = 0.25
+  config.finetune.rand_augment_ops = 2
   config.finetune.grad_clip_norm = 1.0
   config.pretrain.optimizer = "adamw"
   config.pretrain.lr = 1e-3

@@ -131,3 +131,77 @@ def test_random_erasing_fills_one_box_per_chosen_image():
     rows, cols = np.flatnonzero(image.any(1)), np.flatnonzero(image.any(0))
     assert image[rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1].all()
   np.testing.assert_array_equal(regularizers.random_erase(jax.random.key(0), x, 0.0), x)
+
+
+# ------------------------------------------------------------------------------ RandAugment
+
+from starsse_jax import rand_augment as ra  # noqa: E402
+
+FILL = jnp.asarray([124.0, 116.0, 104.0])
+
+
+def _image(seed=0, h=8, w=8, c=3):
+  return jnp.asarray(np.random.default_rng(seed).integers(0, 256, (h, w, c)), jnp.float32)
+
+
+def test_pixel_operations_by_hand():
+  img = jnp.asarray([[[0.0], [100.0], [130.0], [255.0]]])  # one row of four pixels, 1 channel
+  f1 = jnp.asarray([0.0])
+  np.testing.assert_array_equal(ra.invert(img, 0.9, 1, f1)[0, :, 0], [255, 155, 125, 0])
+  # level 0.9: posterize keeps 4 - int(3.6) = 1 bit; solarize threshold 256 - int(230.4) = 26;
+  # solarize-add adds int(99) below 128; brightness factor 1 + 0.81 (clipped at 255).
+  np.testing.assert_array_equal(ra.posterize(img, 0.9, 1, f1)[0, :, 0], [0, 0, 128, 128])
+  np.testing.assert_array_equal(ra.solarize(img, 0.9, 1, f1)[0, :, 0], [0, 155, 125, 0])
+  np.testing.assert_array_equal(ra.solarize_add(img, 0.9, 1, f1)[0, :, 0], [99, 199, 130, 255])
+  np.testing.assert_allclose(ra.brightness(img, 0.9, 1, f1)[0, :, 0], [0, 181, 235.3, 255],
+                             rtol=1e-6)
+  np.testing.assert_allclose(ra.brightness(img, 0.9, -1, f1)[0, :, 0],
+                             [0, 19, 24.7, 48.45], rtol=1e-5)
+  stretched = ra.auto_contrast(jnp.asarray([[[50.0], [100.0], [150.0]]]), 0, 1, f1)
+  np.testing.assert_allclose(stretched[0, :, 0], [0, 127.5, 255], rtol=1e-6)
+
+
+def test_equalize_matches_pils_lookup_table_by_hand():
+  # Values 0 (x4), 10 (x2), 20 (x2): PIL's step = (8 - 2) // 255 = 0 -> unchanged; with many
+  # pixels: 256 zeros, 255 of 100, 1 of 200 -> step = (512 - 1) // 255 = 2, lut[v] = (cum + 1) // 2
+  small = jnp.asarray([0.0] * 4 + [10.0] * 2 + [20.0] * 2).reshape(2, 4, 1)
+  np.testing.assert_array_equal(ra.equalize(small, 0, 1, None), small)
+  values = np.asarray([0.0] * 256 + [100.0] * 255 + [200.0])
+  big = jnp.asarray(values.reshape(16, 32, 1))
+  out = np.asarray(ra.equalize(big, 0, 1, None)).reshape(-1)
+  assert set(out[:256]) == {0.0} and set(out[256:511]) == {128.0} and out[511] == 255.0
+
+
+def test_geometric_operations_move_pixels_and_fill_with_the_mean():
+  img = _image(1)
+  np.testing.assert_allclose(ra.rotate(img, 0.0, 1, FILL), img, atol=1e-4)
+  np.testing.assert_allclose(ra.shear_x(img, 0.0, 1, FILL), img, atol=1e-4)
+  # Translate by 0.45 * l * 8 px with l = 5/9: exactly 2 px; the vacated columns hold the fill.
+  moved = np.asarray(ra.translate_x(img, 5 / 9, 1, FILL))
+  np.testing.assert_allclose(moved[:, :6], np.asarray(img)[:, 2:], atol=1e-3)
+  np.testing.assert_allclose(moved[:, 6:], np.broadcast_to(FILL, (8, 2, 3)), atol=1e-3)
+  # 90 degrees (l = 3, beyond RandAugment's range but exact on the grid): a quarter turn.
+  quarter = np.asarray(ra.rotate(img, 3.0, 1, FILL))
+  turned = [np.rot90(np.asarray(img), k, axes=(0, 1)) for k in (1, 3)]
+  assert min(np.abs(quarter - t).max() for t in turned) < 1e-3
+
+
+def test_color_and_contrast_blend_towards_grey():
+  img = _image(2)
+  grey = np.asarray(ra.color(img, 1.0, -1, FILL))  # factor 0.1: mostly grey
+  spread = lambda a: np.abs(a - a.mean(axis=-1, keepdims=True)).mean()
+  assert spread(grey) < 0.2 * spread(np.asarray(img))
+  flat = np.asarray(ra.contrast(img, 1.0, -1, FILL))
+  assert flat.std() < 0.2 * np.asarray(img).std()
+
+
+def test_rand_augment_is_per_image_seeded_and_off_at_prob_zero():
+  images = jnp.stack([_image(s, 12, 12) for s in range(6)])
+  policy = ra.RandAugment(num_ops=2, magnitude=9, magnitude_std=0.5, prob=1.0)
+  a = jax.jit(lambda k, x: ra.rand_augment(k, x, policy, FILL))(jax.random.key(0), images)
+  b = ra.rand_augment(jax.random.key(0), images, policy, FILL)
+  np.testing.assert_allclose(a, b, atol=1e-3)
+  assert a.shape == images.shape and float(a.min()) >= 0 and float(a.max()) <= 255
+  assert all(not np.allclose(a[i], images[i]) for i in range(6))
+  off = ra.rand_augment(jax.random.key(0), images, ra.RandAugment(prob=0.0), FILL)
+  np.testing.assert_array_equal(off, images)
