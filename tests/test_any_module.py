@@ -106,6 +106,7 @@ def test_bad_transformer_inputs_stop_before_any_compute(tmp_path):
     api.run(config, str(tmp_path / "b"), data=one_class)
 
 
+@pytest.mark.slow  # 30 s: the whole recipe compiled into one step
 def test_a_small_vit_runs_every_method_piece_without_batchnorm(tmp_path):
   data = synthetic_transfer()
   config = tiny_config("swa", members=2)

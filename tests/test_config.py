@@ -45,7 +45,7 @@ def test_every_config_file_validates_and_documents_its_command(path, tmp_path):
     ("model.name", "vgg", "model.name='vgg' is unknown"),
     ("finetune.optimizer", "adam", "finetune.optimizer='adam'; choose one of"),
     ("pretrain.schedule_unit", "batch", "pretrain.schedule_unit='batch'; use 'step' or 'epoch'"),
-    ("finetune.warmup_epochs", 50.0, "warmup_epochs=50 must be shorter than finetune.epochs=40"),
+    ("finetune.warmup_epochs", 50.0, "warmup_epochs=50 must be shorter than finetune.epochs="),
     ("finetune.label_smoothing", 1.0, "label_smoothing=1.0 must lie in"),
     ("finetune.mixup_alpha", -0.2, "mixup_alpha and finetune.cutmix_alpha must not be negative"),
     ("finetune.random_erase_prob", 1.5, "random_erase_prob=1.5 must lie in"),
