@@ -148,36 +148,104 @@ def plot_learning_rates(path: str, phases: list[dict[str, Any]]) -> None:
   plt.close(fig)
 
 
-def plot_size_curve(path: str, results: dict[str, Any]) -> None:
-  """Test accuracy and NLL of the ensemble of the first k members, k = 1..K."""
-  plt = _pyplot()
+SIZE_PANELS = ("accuracy", "nll", "cal. nll")
 
+
+def size_curve_series(results: dict[str, Any]) -> dict[str, dict[str, tuple[list, list, str]]]:
+  """What the ensemble-size plot draws, per panel (test accuracy, NLL, calibrated NLL): label ->
+  (sizes, values, style) with style 'line' (an ensemble of the first k members, k = 1..K: the
+  method and, with ``eval.baseline``, the Local DE of equal compute) or 'points' (every member
+  at size 1; each soup and the greedy ensemble at the number of members they use)."""
+  u = results.get("uncertainty", {})
   curve = results["test"]["size_curve"]
-  k = np.arange(1, len(curve) + 1)
-  fig, axes = plt.subplots(1, 2, figsize=(8, 3.2))
-  for ax, key in zip(axes, ("accuracy", "nll")):
-    ax.plot(k, [c[key] for c in curve], marker="o", label=results["method"])
-    ax.set_xlabel("ensemble size")
-    ax.set_ylabel(f"test {key}")
-    ax.set_xticks(k)
-    ax.legend()
+  cal = u.get("size_curve_calibrated_nll")
+  out = {panel: {} for panel in SIZE_PANELS}
+
+  def line(label, size_curve, calibrated):
+    k = list(range(1, len(size_curve) + 1))
+    for panel in ("accuracy", "nll"):
+      out[panel][label] = (k, [c[panel] for c in size_curve], "line")
+    if calibrated:
+      out["cal. nll"][label] = (k, list(calibrated), "line")
+
+  line(f"{results['method']} ensemble", curve, cal)
+  if "baseline" in results:
+    b = results["baseline"]
+    line("local DE (baseline)", b["test"]["size_curve"],
+         b.get("uncertainty", {}).get("size_curve_calibrated_nll"))
+  members = results["test"]["members"]
+  member_u = u.get("members", [{}] * len(members))
+  for panel, get in (("accuracy", lambda m, mu: m["accuracy"]), ("nll", lambda m, mu: m["nll"]),
+                     ("cal. nll", lambda m, mu: mu.get("calibrated", {}).get("nll"))):
+    values = [get(m, mu) for m, mu in zip(members, member_u)]
+    if all(v is not None for v in values):
+      out[panel]["members"] = ([1] * len(values), values, "points")
+  picks = [("greedy ensemble", results.get("greedy_ensemble"))] + [
+      (f"{name} soup", soup) for name, soup in results.get("soups", {}).items()]
+  for label, r in picks:
+    if not r:
+      continue
+    n = len(r["members"])
+    metrics = _with_uncertainty(r["test"], r.get("uncertainty"))
+    for panel in SIZE_PANELS:
+      if metrics.get(panel) is not None:
+        out[panel][label] = ([n], [metrics[panel]], "points")
+  return out
+
+
+_MARKERS = {"members": "o", "greedy ensemble": "s"}
+
+
+def plot_size_curve(path: str, results: dict[str, Any]) -> None:
+  """Test accuracy, NLL and calibrated NLL against ensemble size: the method's and the
+  baseline's curves, each member at size 1, the soups and the greedy ensemble as marked points
+  (``size_curve_series``)."""
+  plt = _pyplot()
+  series = size_curve_series(results)
+  fig, axes = plt.subplots(1, len(SIZE_PANELS), figsize=(12, 3.4))
+  k = len(results["test"]["size_curve"])
+  for ax, panel in zip(axes, SIZE_PANELS):
+    for label, (xs, ys, style) in series[panel].items():
+      if style == "line":
+        ax.plot(xs, ys, marker=".", label=label)
+      else:
+        marker = _MARKERS.get(label, "*" if "soup" in label else "D")
+        ax.scatter(xs, ys, marker=marker, s=30 if label == "members" else 60, zorder=3,
+                   label=label, alpha=0.7 if label == "members" else 1.0)
+    ax.set_xlabel("ensemble size (members)")
+    ax.set_ylabel(f"test {panel}")
+    ax.set_xticks(range(1, max(k, 2) + 1))
+  axes[0].legend(fontsize=7)
   fig.tight_layout()
   fig.savefig(path, dpi=120)
   plt.close(fig)
 
 
-def plot_reliability(path: str, curves: dict[str, Any]) -> None:
-  """Reliability diagrams: accuracy against mean confidence per confidence bin."""
-  plt = _pyplot()
-  fig, axes = plt.subplots(1, len(curves), figsize=(3.2 * len(curves), 3.2), sharey=True)
-  for ax, (name, c) in zip(np.atleast_1d(axes), curves.items()):
+def reliability_series(curves: dict[str, Any]) -> dict[str, list[tuple[float, float, int]]]:
+  """Per model, the non-empty confidence bins as (mean confidence, accuracy, count)."""
+  out = {}
+  for name, c in curves.items():
     r = c["reliability"]
-    keep = [i for i, n in enumerate(r["count"]) if n]
+    out[name] = [(r["confidence"][i], r["accuracy"][i], int(r["count"][i]))
+                 for i, n in enumerate(r["count"]) if n]
+  return out
+
+
+def plot_reliability(path: str, curves: dict[str, Any]) -> None:
+  """Reliability diagrams: accuracy against mean confidence per confidence bin, each bar
+  labelled with its number of test images (sparse bins look miscalibrated by chance)."""
+  plt = _pyplot()
+  series = reliability_series(curves)
+  fig, axes = plt.subplots(1, len(curves), figsize=(3.4 * len(curves), 3.4), sharey=True)
+  for ax, (name, bins) in zip(np.atleast_1d(axes), series.items()):
+    width = 1 / len(curves[name]["reliability"]["count"])
     ax.plot([0, 1], [0, 1], color="grey", linewidth=0.8)
-    ax.bar([r["confidence"][i] for i in keep], [r["accuracy"][i] for i in keep],
-           width=1 / len(r["count"]), alpha=0.6, edgecolor="black")
+    ax.bar([b[0] for b in bins], [b[1] for b in bins], width=width, alpha=0.6, edgecolor="black")
+    for conf, acc, n in bins:
+      ax.text(conf, min(acc, 0.97) + 0.02, str(n), ha="center", fontsize=6, rotation=90)
     ax.set_title(name)
-    ax.set_xlabel("confidence")
+    ax.set_xlabel("confidence (bar labels: images)")
+    ax.set_ylim(0, 1.1)
   np.atleast_1d(axes)[0].set_ylabel("accuracy")
   fig.tight_layout()
   fig.savefig(path, dpi=120)

@@ -1,0 +1,58 @@
+"""What the plots hold (their labelled series), on a hand-made results dict."""
+import numpy as np
+
+from starsse_jax import report
+
+
+def _model(acc, nll, cal):
+  return {"accuracy": acc, "nll": nll}, {"calibrated": {"nll": cal}}
+
+
+def _results():
+  members = [_model(0.80, 0.60, 0.55), _model(0.78, 0.65, 0.58), _model(0.79, 0.62, 0.57)]
+  curve = [{"accuracy": a, "nll": n} for a, n in ((0.80, 0.60), (0.81, 0.58), (0.82, 0.56))]
+  soup = lambda m, a: {"members": m, "test": {"accuracy": a, "nll": 0.59},
+                       "uncertainty": {"calibrated": {"nll": 0.54}}}
+  return {
+      "method": "starsse",
+      "test": {"members": [m for m, _ in members], "size_curve": curve},
+      "uncertainty": {"members": [u for _, u in members],
+                      "size_curve_calibrated_nll": [0.55, 0.53, 0.52]},
+      "baseline": {"test": {"size_curve": curve[:2]},
+                   "uncertainty": {"size_curve_calibrated_nll": [0.55, 0.50]}},
+      "greedy_ensemble": {"members": [0, 2], **soup([0, 2], 0.815)},
+      "soups": {"uniform": soup([0, 1, 2], 0.805), "greedy": soup([0], 0.80)},
+  }
+
+
+def test_size_plot_holds_baseline_members_soups_and_greedy_ensemble(tmp_path):
+  series = report.size_curve_series(_results())
+  assert set(series) == {"accuracy", "nll", "cal. nll"}
+  acc = series["accuracy"]
+  assert acc["starsse ensemble"] == ([1, 2, 3], [0.80, 0.81, 0.82], "line")
+  assert acc["local DE (baseline)"] == ([1, 2], [0.80, 0.81], "line")
+  assert acc["members"] == ([1, 1, 1], [0.80, 0.78, 0.79], "points")
+  assert acc["uniform soup"] == ([3], [0.805], "points")
+  assert acc["greedy soup"] == ([1], [0.80], "points")
+  assert acc["greedy ensemble"] == ([2], [0.815], "points")
+  cal = series["cal. nll"]
+  assert cal["starsse ensemble"][1] == [0.55, 0.53, 0.52]
+  assert cal["local DE (baseline)"][1] == [0.55, 0.50]
+  assert cal["members"][1] == [0.55, 0.58, 0.57]
+  report.plot_size_curve(str(tmp_path / "size.png"), _results())
+  assert (tmp_path / "size.png").stat().st_size > 1000
+
+
+def test_size_plot_without_baseline_or_soups_has_the_method_and_members():
+  r = _results()
+  del r["baseline"], r["soups"], r["greedy_ensemble"]
+  series = report.size_curve_series(r)
+  assert set(series["nll"]) == {"starsse ensemble", "members"}
+
+
+def test_reliability_bins_carry_their_counts(tmp_path):
+  curves = {"ensemble": {"reliability": {"confidence": [0.1, 0.5, 0.9], "accuracy": [0.0, 0.4, 0.95],
+                                         "count": [0, 7, 93]}}}
+  assert report.reliability_series(curves) == {"ensemble": [(0.5, 0.4, 7), (0.9, 0.95, 93)]}
+  report.plot_reliability(str(tmp_path / "rel.png"), curves)
+  assert (tmp_path / "rel.png").stat().st_size > 1000
