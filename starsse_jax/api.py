@@ -607,7 +607,7 @@ def _check_workdir(workdir: str) -> None:
 
 
 def run(config, workdir: str, data: TransferData | tuple | None = None, model=None,
-        variables=None) -> dict[str, Any]:
+        variables=None, command: str | None = None) -> dict[str, Any]:
   """The whole job: validate, load data, pre-train (or import, or reuse), fine-tune, evaluate,
   write outputs.
 
@@ -615,7 +615,8 @@ def run(config, workdir: str, data: TransferData | tuple | None = None, model=No
   ``(train_images, train_labels, test_images, test_labels)`` as the target task.
   ``model``: a Flax module of the user's own (see ``use_model``) instead of ``config.model.name``;
   ``variables``: its pre-trained variables (or a list, one per Global DE member) instead of
-  pre-training or ``pretrain.checkpoint``.
+  pre-training or ``pretrain.checkpoint``. ``command``: the command line that started the run,
+  shown in ``report.html``.
   Writes ``results.json``, ``timing.json``, ``learning_rates.png`` and ``ensemble_size.png`` to
   ``workdir`` and returns the results (with timing). SIGTERM/SIGINT during training finish the
   current step, save the progress and raise ``resume.Interrupted``; rerunning resumes.
@@ -693,4 +694,11 @@ def run(config, workdir: str, data: TransferData | tuple | None = None, model=No
   report.plot_risk_coverage(os.path.join(workdir, "risk_coverage.png"), results["curves"])
   if "basin" in results:
     report.plot_interpolation(os.path.join(workdir, "interpolation.png"), results["basin"])
+  plots = {"Test metrics against ensemble size": "ensemble_size.png",
+           "Reliability (bars labelled with their image counts)": "reliability.png",
+           "Selective prediction: risk against coverage": "risk_coverage.png",
+           "Learning rate of every member": "learning_rates.png",
+           "Loss along straight lines between members": "interpolation.png"}
+  report.write_html(os.path.join(workdir, "report.html"), results,
+                    {k: os.path.join(workdir, v) for k, v in plots.items()}, command)
   return results

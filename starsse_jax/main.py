@@ -3,6 +3,9 @@
 Any config field can be overridden, e.g. ``--config.num_members=3 --config.finetune.lr_ratio=0.25``.
 A bad input stops with exit status 2 and one line on stderr (``starsse_jax.cli``).
 """
+import shlex
+import sys
+
 import jax
 from absl import app, flags
 from ml_collections import config_flags
@@ -20,7 +23,9 @@ flags.mark_flags_as_required(["config"])
 def main(argv):
   config = cli.start(argv, _CONFIG)
   try:
-    results = api.run(config, _WORKDIR.value)
+    results = api.run(config, _WORKDIR.value,
+                      command=" ".join(shlex.quote(a) for a in ["python", "-m", "starsse_jax.main"]
+                                       + sys.argv[1:]))
   except resume.Interrupted as stopped:
     stopped_cleanly(stopped)
     return 0

@@ -1,6 +1,8 @@
-"""Results table, JSON, plots and metric writers."""
+"""Results table, JSON, plots, the HTML page of a run, and metric writers."""
 from __future__ import annotations
 
+import base64
+import html
 import json
 import logging
 import os
@@ -99,6 +101,75 @@ def low_precision_table(lp: dict[str, Any]) -> str:
             f"{r['test']['accuracy']:.4f} | {r['test']['nll']:.4f} | {r['calibrated_nll']:.4f} | "
             f"{r['member_accuracy']:.4f} |")
   return "\n".join(lines)
+
+
+def _markdown_to_html(text: str) -> str:
+  """The printed report (markdown tables and lines) as HTML: the page shows the same numbers."""
+  out, table_rows = [], []
+
+  def flush():
+    if not table_rows:
+      return
+    head, body = table_rows[0], table_rows[2:]
+    cells = lambda r, tag: "".join(f"<{tag}>{html.escape(c.strip())}</{tag}>"
+                                   for c in r.strip().strip("|").split("|"))
+    out.append("<table><thead><tr>" + cells(head, "th") + "</tr></thead><tbody>" +
+               "".join("<tr>" + cells(r, "td") + "</tr>" for r in body) + "</tbody></table>")
+    table_rows.clear()
+
+  for line in text.splitlines():
+    if line.startswith("|"):
+      table_rows.append(line)
+      continue
+    flush()
+    if line.strip():
+      out.append(f"<p>{html.escape(line)}</p>")
+  flush()
+  return "\n".join(out)
+
+
+_STYLE = ("body{font-family:sans-serif;max-width:1200px;margin:2em auto;padding:0 1em}"
+          "table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;"
+          "padding:3px 8px;text-align:right}td:first-child,th:first-child{text-align:left}"
+          "img{max-width:100%}pre{background:#f6f6f6;padding:1em;overflow-x:auto}")
+
+
+def html_page(results: dict[str, Any], images: dict[str, str], command: str | None = None,
+              title: str = "starsse_jax run") -> str:
+  """One self-contained page of a run: the command, the tables, every plot embedded (PNG files
+  as data URIs), the timings and the config."""
+  parts = [f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(title)}"
+           f"</title><style>{_STYLE}</style></head><body><h1>{html.escape(title)}</h1>"]
+  parts.append("<h2>Command</h2><pre>" + html.escape(command or "starsse_jax.run(...) from Python")
+               + "</pre>")
+  parts.append("<h2>Test metrics</h2>" + _markdown_to_html(table(results)))
+  if images:
+    parts.append("<h2>Plots</h2>")
+  for caption, path in images.items():
+    with open(path, "rb") as f:
+      data = base64.b64encode(f.read()).decode("ascii")
+    parts.append(f"<figure><img alt='{html.escape(caption)}' src='data:image/png;base64,{data}'>"
+                 f"<figcaption>{html.escape(caption)}</figcaption></figure>")
+  timing = results.get("timing")
+  if timing:
+    phases = timing.get("phases", [])
+    rows_ = "".join(f"<tr><td>{html.escape(k)}</td><td>{v}</td></tr>" for k, v in timing.items()
+                    if k != "phases")
+    rows_ += "".join(f"<tr><td>phase {html.escape(p['name'])}</td><td>{p['seconds']} s "
+                     f"(first step {p['first_step_s']} s, {p['member_img_per_s']} member-img/s)"
+                     "</td></tr>" for p in phases)
+    parts.append(f"<h2>Timing (seconds)</h2><table><tbody>{rows_}</tbody></table>")
+  if "config" in results:
+    parts.append("<h2>Config</h2><pre>" + html.escape(json.dumps(results["config"], indent=1))
+                 + "</pre>")
+  parts.append("</body></html>")
+  return "\n".join(parts)
+
+
+def write_html(path: str, results: dict[str, Any], images: dict[str, str],
+               command: str | None = None) -> None:
+  with open(path, "w", encoding="utf-8") as f:
+    f.write(html_page(results, {k: v for k, v in images.items() if os.path.exists(v)}, command))
 
 
 def write_json(path: str, results: dict[str, Any]) -> None:

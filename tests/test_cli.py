@@ -30,6 +30,9 @@ def test_starsse_end_to_end_then_reuse_pretrained(tmp_path):
   assert results["uncertainty"]["ensemble"]["calibrated"]["temperature"] > 0
   for name in ("learning_rates.png", "ensemble_size.png", "reliability.png", "risk_coverage.png"):
     assert (tmp_path / name).stat().st_size > 1000
+  page = (tmp_path / "report.html").read_text()  # one page: command, tables, plots, config
+  assert "python -m starsse_jax.main --workdir=" in page and "--config=configs/tiny.py" in page
+  assert page.count("data:image/png;base64,") == 4 and "<td>ensemble of 3 (starsse)</td>" in page
   assert (tmp_path / "pretrained").is_dir()
 
   # Second method in the same workdir reuses the pre-trained checkpoint.

@@ -56,3 +56,25 @@ def test_reliability_bins_carry_their_counts(tmp_path):
   assert report.reliability_series(curves) == {"ensemble": [(0.5, 0.4, 7), (0.9, 0.95, 93)]}
   report.plot_reliability(str(tmp_path / "rel.png"), curves)
   assert (tmp_path / "rel.png").stat().st_size > 1000
+
+
+def test_report_page_holds_the_tables_plots_config_and_command(tmp_path):
+  r = _results()
+  r["test"]["diversity"] = {"disagreement": 0.1, "kl_to_ensemble": 0.01}
+  r["test"]["ensemble"] = {"accuracy": 0.82, "nll": 0.56, "ece": 0.01, "brier": 0.2}
+  r["baseline"]["test"].update(members=[{"accuracy": 0.8}, {"accuracy": 0.79}],
+                               ensemble={"accuracy": 0.81, "nll": 0.57},
+                               diversity={"disagreement": 0.05})
+  r["baseline"]["uncertainty"]["ensemble"] = {}
+  r["member_names"] = ["finetune[0]", "star_branches[0]", "star_branches[1]"]
+  r["config"] = {"method": "starsse", "num_members": 3}
+  r["timing"] = {"data_s": 1.0, "phases": [{"name": "finetune", "seconds": 3.0,
+                                            "first_step_s": 1.0, "member_img_per_s": 100.0}]}
+  report.plot_size_curve(str(tmp_path / "size.png"), r)
+  page = report.html_page(r, {"size": str(tmp_path / "size.png")}, "python -m starsse_jax.main x")
+  assert page.count("<table>") == 2  # the metrics table and the timings
+  assert "<td>ensemble of 3 (starsse)</td><td>0.8200</td>" in page
+  assert "<td>local DE of 2 (baseline)</td>" in page
+  assert page.count("data:image/png;base64,") == 1
+  assert "python -m starsse_jax.main x" in page and "&quot;num_members&quot;: 3" in page
+  assert "phase finetune" in page
