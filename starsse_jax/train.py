@@ -104,11 +104,14 @@ def _make_step(tr: Trainer, mesh):
 
   def member_step(state, member_seed, idx, lr, images, labels, step, collect):
     rng = jax.random.fold_in(jax.random.fold_in(base_key, member_seed), step)
-    key = None
-    if dropout:  # a stream of its own: augmentation draws from ``rng`` exactly as without dropout
-      key = jax.random.fold_in(rng, _DROPOUT_STREAM)
-      if mesh is not None:  # each data shard masks its own slice of the batch
-        key = jax.random.fold_in(key, jax.lax.axis_index(data_axis))
+
+    def shard_stream(stream):
+      """A stream of its own (augmentation draws from ``rng`` exactly as without it); on a mesh
+      each data shard draws for its own slice of the batch."""
+      key = jax.random.fold_in(rng, stream)
+      return key if mesh is None else jax.random.fold_in(key, jax.lax.axis_index(data_axis))
+
+    key = shard_stream(_DROPOUT_STREAM) if dropout else None
     local = idx.shape[0]
     aug = data_lib.augment_params(rng, local * data_shards, tr.crop_padding, tr.flip,
                                   images.shape[1:3], tr.image_size)
@@ -117,18 +120,13 @@ def _make_step(tr: Trainer, mesh):
       aug = jax.tree.map(lambda a: jax.lax.dynamic_slice_in_dim(a, start, local), aug)
     x = data_lib.apply_augment(images[idx], aug, tr.crop_padding, tr.image_size, tr.resize)
     reg = tr.regularizers
-    if reg.rand_augment is not None:  # per image, on pixel values; each shard its own images
-      ra_key = jax.random.fold_in(rng, _RANDAUG_STREAM)
-      if mesh is not None:
-        ra_key = jax.random.fold_in(ra_key, jax.lax.axis_index(data_axis))
-      x = rand_augment.rand_augment(ra_key, x, reg.rand_augment, np.asarray(tr.mean) * 255.0)
+    if reg.rand_augment is not None:  # per image, on pixel values
+      x = rand_augment.rand_augment(shard_stream(_RANDAUG_STREAM), x, reg.rand_augment,
+                                    np.asarray(tr.mean) * 255.0)
     x = data_lib.normalize(x, tr.mean, tr.std)
     y = labels[idx]
-    if reg.erase_prob > 0:  # each image its own box: the shard's slice draws its own
-      erase_key = jax.random.fold_in(rng, _ERASE_STREAM)
-      if mesh is not None:
-        erase_key = jax.random.fold_in(erase_key, jax.lax.axis_index(data_axis))
-      x = regularizers.random_erase(erase_key, x, reg.erase_prob)
+    if reg.erase_prob > 0:  # each image its own box
+      x = regularizers.random_erase(shard_stream(_ERASE_STREAM), x, reg.erase_prob)
     lam = None
     if reg.mixing:  # one lam per member and step (the same on every shard; pairs within a shard)
       x, lam = regularizers.mix(jax.random.fold_in(rng, _MIX_STREAM), x, reg)

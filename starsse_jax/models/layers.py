@@ -40,5 +40,14 @@ def quick_gelu(x):
   return x * nn.sigmoid(1.702 * x)
 
 
+def patch_embed(x, patch: int, features: int, dtype, use_bias: bool = True):
+  """Non-overlapping ``patch x patch`` patches projected to ``features`` (timm's ``PatchEmbed``
+  conv, named ``patch_embed_proj``); an image size the patch does not divide is refused."""
+  if x.shape[1] % patch or x.shape[2] % patch:
+    raise ValueError(f"Image size {x.shape[1:3]} is not divisible by the patch size {patch}.")
+  return nn.Conv(features, (patch, patch), strides=patch, padding="VALID", use_bias=use_bias,
+                 dtype=dtype, name="patch_embed_proj")(x.astype(dtype))
+
+
 def layer_norm(name: str, epsilon: float, dtype):
   return nn.LayerNorm(epsilon=epsilon, dtype=dtype, name=name)

@@ -207,11 +207,7 @@ class Swin(nn.Module):
   def __call__(self, x, train: bool = False, stochastic: bool | None = None):
     """``stochastic`` (default: ``train``): drop-path on; needs ``rngs={'drop_path': key}``."""
     stochastic = train if stochastic is None else stochastic
-    if x.shape[1] % self.patch or x.shape[2] % self.patch:
-      raise ValueError(f"Image size {x.shape[1:3]} is not divisible by the patch size "
-                       f"{self.patch}.")
-    x = nn.Conv(self.embed_dim, (self.patch, self.patch), strides=self.patch, padding="VALID",
-                dtype=self.dtype, name="patch_embed_proj")(x.astype(self.dtype))
+    x = layers.patch_embed(x, self.patch, self.embed_dim, self.dtype)
     x = layers.layer_norm("patch_embed_norm", EPSILON, self.dtype)(x)
     rates = layers.drop_path_rates(self.drop_path_rate, sum(self.depths))
     first = 0

@@ -106,12 +106,7 @@ class ViT(nn.Module):
   def __call__(self, x, train: bool = False, stochastic: bool | None = None):
     """``stochastic`` (default: ``train``): drop-path on; needs ``rngs={'drop_path': key}``."""
     stochastic = train if stochastic is None else stochastic
-    if x.shape[1] % self.patch or x.shape[2] % self.patch:
-      raise ValueError(f"Image size {x.shape[1:3]} is not divisible by the patch size "
-                       f"{self.patch}.")
-    x = nn.Conv(self.width, (self.patch, self.patch), strides=self.patch, padding="VALID",
-                use_bias=not self.pre_norm, dtype=self.dtype, name="patch_embed_proj")(
-                    x.astype(self.dtype))
+    x = layers.patch_embed(x, self.patch, self.width, self.dtype, use_bias=not self.pre_norm)
     b, h, w, d = x.shape
     x = x.reshape(b, h * w, d)  # row-major over the grid, as timm's flatten(2).transpose(1, 2)
     cls = self.param("cls_token", nn.initializers.normal(1e-6), (1, 1, d), jnp.float32)
