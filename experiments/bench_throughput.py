@@ -68,7 +68,7 @@ def setup(model_name: str, k: int, strategy: str, size: int, dtype: str, image_s
 def _model_config(model_name: str):
   """The config whose model the benchmark trains: ``vit`` is ``configs/vit_tiny.py``'s ViT."""
   if model_name == "vit":
-    from configs import vit_tiny  # pylint: disable=g-import-not-at-top
+    from starsse_jax.configs import vit_tiny  # pylint: disable=g-import-not-at-top
     return vit_tiny.get_config()
   config = configlib.base_config()
   config.model.name = model_name

@@ -13,11 +13,12 @@ the same ensembles. Every run also makes the learned soup and AME soups (SGD 1/i
 
 Writes ``WORKDIR/summary.md`` (the table, the settings and the wall time) and ``summary.csv``.
 """
+import ast
 import csv
-import importlib.util
 import json
 import os
 import platform
+import shlex
 import sys
 import time
 
@@ -27,7 +28,7 @@ from absl import app, flags
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from starsse_jax import api, report  # noqa: E402
+from starsse_jax import api, cli, configs, report  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 METHODS = {"local_de": "local_de", "starsse": "low_precision", "sse": "sse", "fge": "fge",
@@ -44,11 +45,39 @@ _TEST_PER_CLASS = flags.DEFINE_integer("test_per_class", 400, "Test images per t
 _AME_LR = flags.DEFINE_float("ame_lr", 0.01, "Learning rate of the Adam and Adagrad AME soups.")
 
 
+_SET = flags.DEFINE_multi_string(
+    "set", [], "FIELD=VALUE applied to every run's config after the settings above, e.g. "
+    "--set=pretrain.epochs=0.5 (a Python literal, or else a string).")
+
+
+def _literal(text: str):
+  try:
+    return ast.literal_eval(text)
+  except (ValueError, SyntaxError):
+    return text
+
+
 def load_config(name: str):
-  spec = importlib.util.spec_from_file_location(name, os.path.join(REPO, "configs", f"{name}.py"))
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config()
+  return configs.load(name)
+
+
+def with_overrides(c):
+  """``--set`` on a config: the field must exist (a typo stops the comparison before it runs)."""
+  for item in _SET.value:
+    field, eq, value = item.partition("=")
+    if not eq:
+      cli.fail(f"--set={item!r}: write FIELD=VALUE, e.g. --set=pretrain.epochs=0.5.")
+    node = c
+    *path, leaf = field.split(".")
+    for part in path:
+      node = node.get(part) if hasattr(node, "get") else None
+    if not hasattr(node, "get") or leaf not in node:
+      cli.fail(f"--set={item!r}: the config has no field {field!r} (see starsse-jax --help).")
+    try:
+      node[leaf] = _literal(value)
+    except TypeError as e:
+      cli.fail(f"--set={item!r}: {e}")
+  return c
 
 
 def method_config(method: str, seed: int):
@@ -69,7 +98,7 @@ def method_config(method: str, seed: int):
   c.eval.ame_lr = _AME_LR.value
   c.eval.low_precision_samples = _MEMBERS.value
   c.log_every_steps = 100
-  return c
+  return with_overrides(c)
 
 
 def rows_of(method: str, results) -> dict[str, dict[str, float]]:
@@ -194,6 +223,15 @@ def main(argv):
     writer = csv.DictWriter(f, fieldnames=list(csv_rows[0]))
     writer.writeheader()
     writer.writerows(csv_rows)
+  headline = [r for r in csv_rows if key_row(r["method"], r["model"], next(iter(all_rows)))]
+  plot = os.path.join(_WORKDIR.value, "compare.png")
+  report.plot_intervals(plot, report.interval_series(headline))
+  report.write_page(os.path.join(_WORKDIR.value, "report.html"), "starsse_jax comparison",
+                    " ".join(shlex.quote(a) for a in ["python", "experiments/compare.py"]
+                             + sys.argv[1:]),
+                    [("Headline rows (mean ± std over seeds)", head + "\n" + short),
+                     ("Every row", table)],
+                    {"headline rows: mean +- std over seeds": plot})
   print(text)
 
 

@@ -108,7 +108,7 @@ def main():
   write_mock_cifar100(npz, n_train=args.n_train)
   print(f"mock data written ({time.perf_counter() - t:.1f} s)", flush=True)
 
-  from configs.paper import supervised_cifar100  # pylint: disable=g-import-not-at-top
+  from starsse_jax.configs.paper import supervised_cifar100  # pylint: disable=g-import-not-at-top
   from starsse_jax import api, report  # pylint: disable=g-import-not-at-top
   report.quiet_cli_logging()
   config = supervised_cifar100.get_config(args.method)

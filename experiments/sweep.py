@@ -8,6 +8,7 @@ Writes sweep.csv, basin.csv, summary.md and sweep_*.png to the workdir and print
 Interrupting (Ctrl-C / SIGTERM) saves the progress; rerunning the same command resumes.
 """
 import os
+import shlex
 import sys
 
 from absl import app, flags
@@ -29,7 +30,8 @@ def main(argv):
     cli.fail("This config has no 'sweep' section; start from configs/sweep.py.")
   try:
     with resume.StopRequest() as stop:
-      out = sweep.run_sweep(config, _WORKDIR.value, stop=stop)
+      out = sweep.run_sweep(config, _WORKDIR.value, stop=stop, command=" ".join(
+          shlex.quote(a) for a in ["python", "experiments/sweep.py"] + sys.argv[1:]))
   except resume.Interrupted as stopped:
     cli.stopped_cleanly(stopped)
     return 0
@@ -40,4 +42,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main, flags_parser=cli.parse_flags)
+  app.run(main, flags_parser=lambda argv: cli.parse_flags(argv, __doc__, sys.modules[__name__]))

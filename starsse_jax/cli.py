@@ -15,7 +15,7 @@ from typing import Any
 
 from absl import flags
 
-from starsse_jax import report, resume, train
+from starsse_jax import config_docs, configs, report, resume, train
 
 TRACEBACK_ENV = "STARSSE_JAX_TRACEBACK"
 # What a user's input can cause; the library raises these with messages that name the input and
@@ -55,13 +55,47 @@ def _typo(error: BaseException, argv: list[str]) -> str | None:
       if field:
         flag = next((a for a in argv if re.search(rf"\.{field.group(1)}(=|$)", a)), "--config")
         return (f"{flag}: the config has no field {field.group(1)!r}. "
-                f"{suggestion.group(0) if suggestion else 'See configs/ for the fields.'}")
+                f"{suggestion.group(0) if suggestion else 'See --help for the fields.'}")
     error = error.__cause__ or error.__context__
   return None
 
 
-def parse_flags(argv: list[str]) -> list[str]:
-  """absl's flag parsing, with every error as one line (``fail``)."""
+def _with_config_resolved(argv: list[str]) -> list[str]:
+  """``--config=NAME`` names a shipped config (``starsse``, ``paper/byol_sun397:sse``) as well as a
+  file; the name becomes the file's path before absl reads it."""
+  out = list(argv)
+  for i, a in enumerate(out):
+    if a.startswith("--config="):
+      out[i] = "--config=" + configs.resolve(a[len("--config="):])
+    elif a == "--config" and i + 1 < len(out):
+      out[i + 1] = configs.resolve(out[i + 1])
+  return out
+
+
+def print_help(doc: str, module) -> None:
+  """``--help``: the command's own text, its flags, then every config field with its default and
+  documentation (``config_docs``)."""
+  print(doc.strip())
+  print("\nflags:")
+  for flag in flags.FLAGS.get_flags_for_module(module) if module else ():
+    print(f"  --{flag.name}: {flag.help}" + (f" (default {flag.default!r})" if flag.default else ""))
+  print("\nshipped configs (--config=NAME[:ARG], or a path to a config file):\n  "
+        + "\n  ".join(configs.names()))
+  print("\nconfig fields (--config.FIELD=VALUE; defaults of base_config):")
+  for field in config_docs.fields():
+    print(f"  {field.name} = {field.default!r}\n      {field.doc}")
+
+
+def parse_flags(argv: list[str], doc: str = "", module=None) -> list[str]:
+  """absl's flag parsing, with every error as one line (``fail``); ``--help``/``-h`` prints the
+  config fields too."""
+  if any(a in ("--help", "-h", "-help", "--helpshort") for a in argv[1:]):
+    print_help(doc, module)
+    sys.exit(0)
+  try:
+    argv = _with_config_resolved(argv)
+  except ValueError as e:
+    fail(str(e), e)
   try:
     return flags.FLAGS(argv)
   except flags.Error as e:

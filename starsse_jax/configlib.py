@@ -12,10 +12,11 @@ from starsse_jax import conv, data as data_lib, members, methods, models, optimi
 
 def base_config() -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
-  c.seed = 0
+  c.seed = 0  # data split, initialisation, data order, augmentation, dropout masks
+  # local_de, global_de, sse, starsse, fge, swa, mc_dropout (docs/methods.md)
   c.method = "starsse"
-  c.num_members = 5
-  c.log_every_steps = 50
+  c.num_members = 5  # K: members of the ensemble
+  c.log_every_steps = 50  # progress lines and metric-writer interval
   c.drop_diverged_members = False  # True: a member whose loss turns NaN/inf is dropped, not fatal
   c.checkpoint_every_steps = 200  # progress checkpoints (also at phase ends and on SIGTERM/SIGINT)
 
@@ -24,36 +25,40 @@ def base_config() -> ml_collections.ConfigDict:
   # or a whole dataset: 'tfds:NAME', 'folder:PATH', 'npz:PATH', 'fashion_mnist'.
   c.data.target = "split"
   c.data.name = "fashion_mnist"  # the dataset that 'split' cuts: or a prepared TFDS dataset name
-  c.data.fashion_mnist_dir = "/usr/share/datasets/fashion-mnist"
-  c.data.tfds_data_dir = ""
-  c.data.source_classes = (0, 1, 2, 3, 4)
-  c.data.target_classes = (5, 6, 7, 8, 9)
+  c.data.fashion_mnist_dir = "/usr/share/datasets/fashion-mnist"  # its four IDX files (Debian)
+  c.data.tfds_data_dir = ""  # TFDS data directory of prepared datasets ("" = TFDS's default)
+  c.data.source_classes = (0, 1, 2, 3, 4)  # 'split': classes of the pre-training (source) task
+  c.data.target_classes = (5, 6, 7, 8, 9)  # 'split': classes of the fine-tuning (target) task
   c.data.target_train_per_class = 200  # 0 (whole-dataset targets only): all but the val slice
   c.data.target_val_per_class = 200  # chooses greedy members/soups and fits temperatures
   c.data.target_test_per_class = 0  # 0: the whole test split of the target classes
-  c.data.crop_padding = 2
+  c.data.crop_padding = 2  # training augmentation at native size: zero padding, then a random crop
   c.data.image_size = 0  # 0: native size, padded crop; N: random-resized-crop to N px (e.g. 224)
-  c.data.flip = True
+  c.data.flip = True  # random horizontal flips in training
   c.data.resize = "bilinear"  # how crops are resized to data.image_size: 'bilinear' or 'bicubic'
   c.data.stored_size = 0  # N > 0: images resized (shorter side) + centre-cropped to N x N on load
   c.data.cache_dir = ""  # decoded image folders (default ~/.cache/starsse_jax)
-  c.data.placement = "auto"  # 'device': images on the accelerator; 'host': batches sent per step
+  # 'device': training images on the accelerator; 'host': each batch sent per step; 'auto': device
+  # when they take at most a quarter of its memory
+  c.data.placement = "auto"
 
   c.model = ml_collections.ConfigDict()
+  # resnet_small (CIFAR stem, stage_sizes, width), resnet18/34/50/101/152 (torchvision's), vit
+  # (sized by width, depth, heads, patch), timm's vit_* and swin_* names, or a registered name
   c.model.name = "resnet_small"
-  c.model.stage_sizes = (1, 1, 1)
-  c.model.width = 16
-  c.model.dtype = "float32"
-  c.model.bn_momentum = 0.9
+  c.model.stage_sizes = (1, 1, 1)  # resnet_small: residual blocks per stage
+  c.model.width = 16  # resnet_small: channels of the first stage; vit: embedding width
+  c.model.dtype = "float32"  # compute dtype ('bfloat16' on accelerators); weights stay float32
+  c.model.bn_momentum = 0.9  # BatchNorm running statistics: new = m * old + (1 - m) * batch
   c.model.stem = ""  # '' = per model (resnet_small: 'cifar', resnetNN: 'imagenet'), or either
   c.model.dropout_rate = 0.0  # dropout before the head in fine-tuning (MC-dropout); 0 = none
   c.model.block_dropout_rate = 0.0  # dropout inside every residual block; 0 = none
   c.model.drop_path_rate = 0.0  # ViT/Swin: stochastic depth, rising linearly to this rate
   c.model.head = "head"  # the classifier's name in params (replaced by a fresh one per member)
   # model.name='vit': a ViT of model.width with these (timm's names, vit_*/swin_*, fix their own)
-  c.model.patch = 4
-  c.model.depth = 6
-  c.model.heads = 3
+  c.model.patch = 4  # vit: patch size in pixels
+  c.model.depth = 6  # vit: transformer blocks
+  c.model.heads = 3  # vit: attention heads (dividing model.width)
 
   c.pretrain = ml_collections.ConfigDict()
   # Pre-trained weights from elsewhere (torchvision/timm ResNet layout): a file, several files
@@ -62,42 +67,42 @@ def base_config() -> ml_collections.ConfigDict:
   c.pretrain.checkpoint = ""
   c.pretrain.checkpoint_prefix = "auto"  # e.g. 'module.', 'module.encoder_q.'; auto: detect
   c.pretrain.checkpoint_key = "auto"  # the entry holding the state_dict, e.g. 'state_dict'
-  c.pretrain.input_mean = (0.485, 0.456, 0.406)  # the checkpoint's input normalisation
-  c.pretrain.input_std = (0.229, 0.224, 0.225)  # (ImageNet's)
+  c.pretrain.input_mean = (0.485, 0.456, 0.406)  # the imported network's input mean (ImageNet's)
+  c.pretrain.input_std = (0.229, 0.224, 0.225)  # the imported network's input std (ImageNet's)
   c.pretrain.checkpoint_dir = ""  # this library's own pre-training: default WORKDIR/pretrained
-  c.pretrain.num_checkpoints = 1  # Global DE needs num_members of them
-  c.pretrain.epochs = 3.0
-  c.pretrain.lr = 0.1
-  c.pretrain.weight_decay = 5e-4
-  c.pretrain.momentum = 0.9
-  c.pretrain.batch_size = 128
+  c.pretrain.num_checkpoints = 1  # independent pre-trainings; Global DE needs num_members of them
+  c.pretrain.epochs = 3.0  # source-task training (this library's own pre-training)
+  c.pretrain.lr = 0.1  # peak learning rate of the pre-training's cosine
+  c.pretrain.weight_decay = 5e-4  # L2 (sgd) or decoupled (adamw) weight decay
+  c.pretrain.momentum = 0.9  # SGD momentum
+  c.pretrain.batch_size = 128  # images per step (per member)
   _recipe(c.pretrain)
 
   c.finetune = ml_collections.ConfigDict()
-  c.finetune.epochs = 40.0  # E: where the first model's validation NLL levels off (README)
-  c.finetune.lr = 0.05
-  c.finetune.weight_decay = 5e-4
-  c.finetune.momentum = 0.9
-  c.finetune.batch_size = 50
+  c.finetune.epochs = 40.0  # E; where the first model's val NLL levels off (docs/default-run.md)
+  c.finetune.lr = 0.05  # peak learning rate of the first fine-tuning's cosine
+  c.finetune.weight_decay = 5e-4  # L2 (sgd) or decoupled (adamw) weight decay
+  c.finetune.momentum = 0.9  # SGD momentum
+  c.finetune.batch_size = 50  # images per step, per member
   c.finetune.lr_ratio = 2.0  # SSE / StarSSE cycle peak = lr_ratio * lr
   c.finetune.cycle_ratio = 0.25  # SSE / StarSSE cycle length = cycle_ratio * E epochs
-  c.finetune.fge_cycle_epochs = 4
-  c.finetune.fge_lr_1 = 0.01
-  c.finetune.fge_lr_2 = 1e-4
+  c.finetune.fge_cycle_epochs = 4  # FGE: epochs of one triangular cycle (a member at each minimum)
+  c.finetune.fge_lr_1 = 0.01  # FGE: the cycle's highest learning rate
+  c.finetune.fge_lr_2 = 1e-4  # FGE: the cycle's lowest learning rate
   # SWA (method 'swa'): from the fine-tuned model, swa_epochs at a constant swa_lr ('constant') or
   # a sawtooth swa_lr -> swa_lr_min per collection period ('cyclic'); weights averaged every
   # swa_collect_every epochs after swa_start epochs.
   c.finetune.swa_epochs = 10.0  # = cycle_ratio x E: one SWA run costs one StarSSE branch
-  c.finetune.swa_lr = 0.01
-  c.finetune.swa_lr_min = 1e-4
-  c.finetune.swa_schedule = "constant"
-  c.finetune.swa_start = 0.0
-  c.finetune.swa_collect_every = 1.0
+  c.finetune.swa_lr = 0.01  # SWA: the constant rate, or the sawtooth's top
+  c.finetune.swa_lr_min = 1e-4  # SWA 'cyclic': the sawtooth's bottom
+  c.finetune.swa_schedule = "constant"  # SWA: 'constant' or 'cyclic'
+  c.finetune.swa_start = 0.0  # SWA: epochs before the first collection
+  c.finetune.swa_collect_every = 1.0  # SWA: epochs between collections
   _recipe(c.finetune)
 
   c.eval = ml_collections.ConfigDict()
-  c.eval.batch_size = 500
-  c.eval.ece_bins = 15
+  c.eval.batch_size = 500  # images per prediction step
+  c.eval.ece_bins = 15  # equal-width confidence bins of ECE and the reliability diagram
   # OOD set: 'auto' (the split's source classes), 'none', or a source ('tfds:NAME', 'npz:PATH', ...)
   c.eval.ood = "auto"
   # A Local DE results.json whose calibrated-NLL size curve is the DEE reference ('' = none; a
@@ -107,43 +112,45 @@ def base_config() -> ml_collections.ConfigDict:
   # for StarSSE and SSE at cycle_ratio 1, 1 + (K-1) x cycle_ratio in general) and report it beside
   # the method, as the DEE reference unless eval.dee_reference names another. '' = none.
   c.eval.baseline = ""
-  c.eval.soups = True
+  c.eval.soups = True  # uniform and greedy soups (and the learned and AME soups when on)
   # AME soup (data-free averaging by an optimiser): '' (off), 'sgd' (step 1/i: the uniform soup),
   # 'adam' or 'adagrad' at eval.ame_lr, eval.ame_passes passes through the members.
   # Several, separated by commas ('sgd,adam,adagrad'), give one soup each (ame_sgd, ...).
   c.eval.ame_optimizer = ""
-  c.eval.ame_lr = 0.1
-  c.eval.ame_passes = 3
+  c.eval.ame_lr = 0.1  # AME: the optimiser's learning rate
+  c.eval.ame_passes = 3  # AME: passes through the members
   # Learned soup (per-tensor mixing weights + logit scale, AdamW on the validation slice).
-  c.eval.learned_soup = True
-  c.eval.learned_soup_epochs = 5
-  c.eval.learned_soup_lr = 0.05
-  c.eval.learned_soup_batch_size = 256
+  c.eval.learned_soup = True  # learned soup: per-tensor mixing weights fitted on validation
+  c.eval.learned_soup_epochs = 5  # learned soup: epochs over the validation slice
+  c.eval.learned_soup_lr = 0.05  # learned soup: AdamW learning rate
+  c.eval.learned_soup_batch_size = 256  # learned soup: validation images per step
   # MC-dropout: stochastic test passes per member of a model with dropout (0 = dropout off).
-  c.eval.mc_samples = 0
+  c.eval.mc_samples = 0  # MC-dropout: stochastic test passes per member; 0 = dropout off
   # Low-precision ensembles: bit widths to evaluate (() = off), draws per model, grid scale
   # ('channel': one per output channel, 'tensor': one per tensor).
-  c.eval.low_precision_bits = ()
-  c.eval.low_precision_samples = 5
-  c.eval.low_precision_scale = "channel"
-  c.eval.bn_batch_size = 100
+  c.eval.low_precision_bits = ()  # low-precision ensembles: bit widths to evaluate; () = off
+  c.eval.low_precision_samples = 5  # low-precision ensembles: draws per model
+  c.eval.low_precision_scale = "channel"  # 'channel' or 'tensor': one grid scale per which
+  c.eval.bn_batch_size = 100  # batch of the BatchNorm statistics recompute (soups, SWA)
   c.eval.basin = False  # interpolation curves and distances (adds minutes on a CPU)
-  c.eval.basin_points = 11
+  c.eval.basin_points = 11  # points on each interpolation line
   c.eval.basin_threshold = 0.1  # barrier (nats of test NLL) above which a member "left the basin"
 
   c.execution = ml_collections.ConfigDict()
+  # how a step runs over the member axis: 'unroll', 'map' (lax.map), 'vmap'; 'auto': unroll up
+  # to 8 members, map above on accelerators (docs/performance.md)
   c.execution.member_strategy = "auto"
   c.execution.num_devices = 0  # devices a phase spreads over; 0 = all visible
   # Convolution kernel gradients: 'xla', 'taps' (one product per kernel tap; several times faster
   # on CPUs) or 'auto' ('taps' on CPU, 'xla' elsewhere). See starsse_jax/conv.py.
   c.execution.kernel_grad = "auto"
-  # Several processes (hosts) in one run: jax.distributed.initialize() first (README, "Several
-  # hosts"). Empty fields are auto-detected, as on TPU VMs and under SLURM; elsewhere give all
-  # three: process 0's 'host:port', how many processes, and this one's id (0..num_processes-1).
-  c.execution.distributed = False
-  c.execution.coordinator_address = ""
-  c.execution.num_processes = 0  # 0 = auto-detect
-  c.execution.process_id = -1  # -1 = auto-detect
+  # Several processes (hosts) in one run: jax.distributed.initialize() first (docs/hosts.md).
+  # Empty fields are auto-detected, as on TPU VMs and under SLURM; elsewhere give all three:
+  # process 0's 'host:port', how many processes, and this one's id (0..num_processes-1).
+  c.execution.distributed = False  # True: one of several processes (docs/hosts.md)
+  c.execution.coordinator_address = ""  # process 0's 'host:port'; '' = auto-detect
+  c.execution.num_processes = 0  # how many processes take part; 0 = auto-detect
+  c.execution.process_id = -1  # this process's id, 0..num_processes-1; -1 = auto-detect
   c.execution.initialization_timeout_s = 300  # stop with a message if the processes do not meet
   return c
 
@@ -155,26 +162,26 @@ def _recipe(section) -> None:
   # 'sgd' (momentum, L2 decay on every weight, PyTorch's SGD) or 'adamw' (decoupled decay, none on
   # 1-D tensors, biases, class token, position embeddings, relative-position tables).
   section.optimizer = "sgd"
-  section.b1 = 0.9  # adamw's moment decays and epsilon
-  section.b2 = 0.999
-  section.eps = 1e-8
+  section.b1 = 0.9  # adamw: first-moment decay
+  section.b2 = 0.999  # adamw: second-moment decay
+  section.eps = 1e-8  # adamw: epsilon
   section.grad_clip_norm = 0.0  # > 0: gradients clipped to this global norm
   # The first fine-tuning (or pre-training): linear warm-up from warmup_lr over warmup_epochs,
   # then cosine. Cycles never warm up.
   section.warmup_epochs = 0.0
-  section.warmup_lr = 0.0
+  section.warmup_lr = 0.0  # the warm-up's starting learning rate
   section.schedule_unit = "step"  # learning rates change every 'step' or once per 'epoch'
   section.label_smoothing = 0.0  # targets 1 - s + s/C and s/C
   section.mixup_alpha = 0.0  # > 0: mixup with lam ~ Beta(alpha, alpha), one per batch
   section.cutmix_alpha = 0.0  # > 0: cutmix; with both, cutmix with mix_switch_prob
-  section.mix_switch_prob = 0.5
+  section.mix_switch_prob = 0.5  # with mixup and cutmix both on: probability of cutmix
   section.mix_prob = 1.0  # probability that a batch is mixed at all
   section.random_erase_prob = 0.0  # per image: one box of N(0, 1) noise (timm's mode 'pixel')
   # RandAugment (timm's rand-m9-mstd0.5-inc1 = 2 ops, magnitude 9, std 0.5, each op with p 0.5)
   section.rand_augment_ops = 0  # ops per image; 0 = off
-  section.rand_augment_magnitude = 9.0
-  section.rand_augment_std = 0.5
-  section.rand_augment_prob = 0.5
+  section.rand_augment_magnitude = 9.0  # RandAugment: mean magnitude (0..10)
+  section.rand_augment_std = 0.5  # RandAugment: std of the magnitude per op
+  section.rand_augment_prob = 0.5  # RandAugment: probability that each chosen op applies
 
 
 def _check_recipe(need, s, name: str, num_members: int) -> None:

@@ -5,7 +5,7 @@ with the batch as the contracted feature dimension and the output image as a win
 the input. On a CPU that convolution is the slowest op of a training step by far: for the
 default model (28 px, 16-64 channels, batch 128) the kernel gradients took 127 of a step's
 270 ms of op time on a 2-core CPU, plus 36 ms of transposes into the layouts they want
-(``experiments/profile_step.py --kernel-grad=xla``; README, "Speed on a CPU"). Here the same
+(``experiments/profile_step.py --kernel-grad=xla``; docs/performance.md). Here the same
 gradient is written as what it is,
 
   dK[i, j] = sum over (n, h, w) of  X_pad[n, s*h + i, s*w + j, :]^T  dY[n, h, w, :],

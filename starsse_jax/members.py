@@ -65,7 +65,7 @@ def mean(tree: Any) -> Any:
 def resolve_strategy(strategy: str, num: int, backend: str | None = None) -> str:
   """Picks the concrete strategy for ``auto``.
 
-  Measured (README): on an H100, ResNet-50 bf16 members run at 1.01-1.02x one member's
+  Measured (docs/performance.md): on an H100, ResNet-50 bf16 members run at 1.01-1.02x one member's
   member-img/s with ``unroll`` and 0.99-1.00x with ``lax.map`` (``vmap`` several times slower); a
   small ResNet is launch-bound there and every strategy gains ~2x. On a 2-core CPU ``unroll``
   matches one member while ``lax.map`` is ~20x and ``vmap`` ~4x slower. Large K switches to

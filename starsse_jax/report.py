@@ -134,15 +134,16 @@ _STYLE = ("body{font-family:sans-serif;max-width:1200px;margin:2em auto;padding:
           "img{max-width:100%}pre{background:#f6f6f6;padding:1em;overflow-x:auto}")
 
 
-def html_page(results: dict[str, Any], images: dict[str, str], command: str | None = None,
-              title: str = "starsse_jax run") -> str:
-  """One self-contained page of a run: the command, the tables, every plot embedded (PNG files
-  as data URIs), the timings and the config."""
+def page(title: str, command: str | None, sections: list[tuple[str, str]],
+         images: dict[str, str], config: dict[str, Any] | None = None) -> str:
+  """One self-contained HTML page: the command, ``sections`` (heading, markdown of tables and
+  lines, as the printed reports write them), every plot embedded (PNG files as data URIs) and
+  the config. Runs, sweeps and comparisons all write theirs with it."""
   parts = [f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(title)}"
            f"</title><style>{_STYLE}</style></head><body><h1>{html.escape(title)}</h1>"]
-  parts.append("<h2>Command</h2><pre>" + html.escape(command or "starsse_jax.run(...) from Python")
-               + "</pre>")
-  parts.append("<h2>Test metrics</h2>" + _markdown_to_html(table(results)))
+  parts.append("<h2>Command</h2><pre>" + html.escape(command or "from Python") + "</pre>")
+  for heading, markdown in sections[:1]:
+    parts.append(f"<h2>{html.escape(heading)}</h2>" + _markdown_to_html(markdown))
   if images:
     parts.append("<h2>Plots</h2>")
   for caption, path in images.items():
@@ -150,26 +151,48 @@ def html_page(results: dict[str, Any], images: dict[str, str], command: str | No
       data = base64.b64encode(f.read()).decode("ascii")
     parts.append(f"<figure><img alt='{html.escape(caption)}' src='data:image/png;base64,{data}'>"
                  f"<figcaption>{html.escape(caption)}</figcaption></figure>")
-  timing = results.get("timing")
-  if timing:
-    phases = timing.get("phases", [])
-    rows_ = "".join(f"<tr><td>{html.escape(k)}</td><td>{v}</td></tr>" for k, v in timing.items()
-                    if k != "phases")
-    rows_ += "".join(f"<tr><td>phase {html.escape(p['name'])}</td><td>{p['seconds']} s "
-                     f"(first step {p['first_step_s']} s, {p['member_img_per_s']} member-img/s)"
-                     "</td></tr>" for p in phases)
-    parts.append(f"<h2>Timing (seconds)</h2><table><tbody>{rows_}</tbody></table>")
-  if "config" in results:
-    parts.append("<h2>Config</h2><pre>" + html.escape(json.dumps(results["config"], indent=1))
+  for heading, markdown in sections[1:]:
+    parts.append(f"<h2>{html.escape(heading)}</h2>" + _markdown_to_html(markdown))
+  if config is not None:
+    parts.append("<h2>Config</h2><pre>" + html.escape(json.dumps(config, indent=1, default=str))
                  + "</pre>")
   parts.append("</body></html>")
   return "\n".join(parts)
 
 
+def _timing_markdown(timing: dict[str, Any]) -> str:
+  lines = ["| what | seconds |", "|---|---|"]
+  lines += [f"| {k} | {v} |" for k, v in timing.items() if k != "phases"]
+  lines += [f"| phase {p['name']} | {p['seconds']} (first step {p['first_step_s']}, "
+            f"{p['member_img_per_s']} member-img/s) |" for p in timing.get("phases", [])]
+  return "\n".join(lines)
+
+
+def html_page(results: dict[str, Any], images: dict[str, str], command: str | None = None,
+              title: str = "starsse_jax run") -> str:
+  """The page of a run: the command, the test metrics, every plot, the timings and the config."""
+  sections = [("Test metrics", table(results))]
+  if results.get("timing"):
+    sections.append(("Timing", _timing_markdown(results["timing"])))
+  return page(title, command or "starsse_jax.run(...) from Python", sections, images,
+              results.get("config"))
+
+
+def existing(images: dict[str, str]) -> dict[str, str]:
+  """The plots of ``images`` that were written (some exist only with some settings)."""
+  return {k: v for k, v in images.items() if os.path.exists(v)}
+
+
 def write_html(path: str, results: dict[str, Any], images: dict[str, str],
                command: str | None = None) -> None:
   with open(path, "w", encoding="utf-8") as f:
-    f.write(html_page(results, {k: v for k, v in images.items() if os.path.exists(v)}, command))
+    f.write(html_page(results, existing(images), command))
+
+
+def write_page(path: str, *args, **kwargs) -> None:
+  """``page(...)`` written to ``path``."""
+  with open(path, "w", encoding="utf-8") as f:
+    f.write(page(*args, **kwargs))
 
 
 def write_json(path: str, results: dict[str, Any]) -> None:
@@ -334,6 +357,39 @@ def plot_risk_coverage(path: str, curves: dict[str, Any]) -> None:
   ax.legend()
   fig.tight_layout()
   fig.savefig(path, dpi=120)
+  plt.close(fig)
+
+
+def interval_series(rows: list[dict[str, Any]], metrics=("accuracy", "nll", "cal_nll")
+                    ) -> dict[str, list[tuple[str, float, float]]]:
+  """Per metric, ``(label, mean, std)`` of each row of a comparison over seeds (rows with
+  ``method``, ``model``, ``<metric>_mean``, ``<metric>_std``; a metric a row lacks is left out)."""
+  out = {}
+  for metric in metrics:
+    out[metric] = [(f"{r['method']}: {r['model']}", float(r[f"{metric}_mean"]),
+                    float(r[f"{metric}_std"])) for r in rows
+                   if r.get(f"{metric}_mean") is not None and np.isfinite(r[f"{metric}_mean"])]
+  return out
+
+
+def plot_intervals(path: str, series: dict[str, list[tuple[str, float, float]]],
+                   what: str = "mean +- std over seeds") -> None:
+  """One panel per metric: each row's mean as a point with its interval as a bar."""
+  plt = _pyplot()
+  metrics = [m for m in series if series[m]]
+  height = max(len(series[m]) for m in metrics) if metrics else 1
+  fig, axes = plt.subplots(1, max(len(metrics), 1), squeeze=False,
+                           figsize=(4.2 * max(len(metrics), 1), 1.2 + 0.3 * height),
+                           sharey=True)
+  for ax, metric in zip(axes[0], metrics):
+    labels, means, stds = zip(*series[metric])
+    y = np.arange(len(labels))[::-1]
+    ax.errorbar(means, y, xerr=stds, fmt="o", capsize=3, label=metric)
+    ax.set_yticks(y, labels, fontsize=7)
+    ax.set_title(f"{metric.replace('_', ' ')} ({what})", fontsize=8)
+    ax.grid(axis="x", alpha=0.3)
+  fig.tight_layout()
+  fig.savefig(path, dpi=110)
   plt.close(fig)
 
 

@@ -177,9 +177,11 @@ def evaluate_seed(config, data: TransferData, model, variables, plan: methods.Sw
 
 
 def run_sweep(config, workdir: str, data: TransferData | None = None,
-              stop: resume.StopRequest | None = None) -> dict[str, Any]:
+              stop: resume.StopRequest | None = None, command: str | None = None
+              ) -> dict[str, Any]:
   """The whole sweep: pre-train (or reuse) the checkpoints, train and evaluate every seed, write
-  the CSVs, figures and summary. Returns ``{'rows', 'curves', 'summary', 'timing'}``."""
+  the CSVs, figures, summary and ``report.html`` (``command``: the command line it shows).
+  Returns ``{'rows', 'curves', 'summary', 'timing'}``."""
   validate(config)
   distributed.initialize(config.execution)  # with execution.distributed; before any JAX call
   writes = distributed.is_writer()  # every process computes; only process 0 writes the outputs
@@ -223,6 +225,12 @@ def run_sweep(config, workdir: str, data: TransferData | None = None,
     f.write(summary)
   plot_sweep(workdir, rows, curves)
   report.write_json(os.path.join(workdir, "timing.json"), timing)
+  report.write_page(
+      os.path.join(workdir, "report.html"), "starsse_jax sweep", command,
+      [("Summary", summary), ("Timing", "| what | seconds |\n|---|---|\n" + "\n".join(
+          f"| {k} | {v} |" for k, v in timing.items()))],
+      report.existing({caption: os.path.join(workdir, f) for caption, f in PLOTS}),
+      config.to_dict())
   return {"rows": rows, "curves": curves, "summary": summary, "timing": timing}
 
 
@@ -435,6 +443,11 @@ def _claims(cells, best, rows, threshold) -> list[str]:
 
 
 # ------------------------------------------------------------------------------- figures
+
+
+PLOTS = (("ensemble accuracy and NLL by lr_ratio (mean +- std over seeds)", "sweep_ensemble.png"),
+         ("soups by lr_ratio", "sweep_soups.png"), ("members by lr_ratio", "sweep_members.png"),
+         ("interpolation from the first model", "sweep_interpolation.png"))
 
 
 def plot_sweep(workdir: str, rows, curves) -> None:

@@ -16,8 +16,10 @@ def _load(path):
   return module
 
 
-@pytest.mark.parametrize("path", sorted(glob.glob(os.path.join(REPO, "configs", "*.py"))))
+@pytest.mark.parametrize("path", sorted(p for p in glob.glob(os.path.join(REPO, "configs", "*.py"))
+                                         if not os.path.basename(p).startswith("_")))
 def test_every_config_file_validates_and_documents_its_command(path, tmp_path):
+  name = os.path.basename(path)[:-3]
   module = _load(path)
   config = module.get_config()
   if getattr(module, "NEEDS_WEIGHTS", False):  # refused until weights are named, then valid
@@ -28,9 +30,9 @@ def test_every_config_file_validates_and_documents_its_command(path, tmp_path):
   configlib.validate(config)
   if "sweep" in config:
     sweep.validate(config)
-    assert "python experiments/sweep.py --config=configs/" in module.__doc__
+    assert f"python experiments/sweep.py --config={name} " in module.__doc__
   else:
-    assert "python -m starsse_jax.main --config=configs/" in module.__doc__
+    assert f"python -m starsse_jax.main --config={name} " in module.__doc__
 
 
 @pytest.mark.parametrize("field,value,message", [
@@ -92,7 +94,7 @@ def test_global_de_needs_a_checkpoint_per_member():
 @pytest.mark.parametrize("path", sorted(glob.glob(os.path.join(REPO, "configs", "paper", "[bs]*.py"))))
 def test_paper_configs_validate_for_every_method_once_given_weights(path, tmp_path):
   module = _load(path)
-  assert f"python -m starsse_jax.main --config=configs/paper/{os.path.basename(path)}:starsse" \
+  assert f"python -m starsse_jax.main --config=paper/{os.path.basename(path)[:-3]}:starsse" \
       in module.__doc__
   with pytest.raises(ValueError, match="set pretrain.checkpoint"):
     configlib.validate(module.get_config())  # no weights named: refused with the fix
@@ -107,3 +109,19 @@ def test_paper_configs_validate_for_every_method_once_given_weights(path, tmp_pa
     assert config.finetune.batch_size == 256 and config.num_members == 5
   with pytest.raises(ValueError, match="Unknown method 'fge2'"):
     module.get_config("fge2")
+
+
+def test_shipped_configs_by_name():
+  from starsse_jax import configs
+  names = configs.names()
+  assert "starsse" in names and "paper/supervised_cifar100" in names
+  assert "paper/common" not in names and "__init__" not in names
+  assert configs.resolve("starsse") == os.path.join(configs.DIR, "starsse.py")
+  assert configs.resolve("paper/byol_sun397:sse").endswith(
+      os.path.join("configs", "paper", "byol_sun397.py") + ":sse")
+  existing = os.path.join(REPO, "configs", "tiny.py")  # a path is used as given
+  assert configs.resolve(existing + ":x") == existing + ":x"
+  assert configs.load("paper/swin_cifar100:sse").method == "sse"
+  assert configs.load("tiny").num_members == 3
+  with pytest.raises(ValueError, match="no shipped config of that name.*starsse"):
+    configs.resolve("starse")

@@ -1,5 +1,9 @@
 """What the plots hold (their labelled series), on a hand-made results dict."""
+import os
+import re
+
 import numpy as np
+import pytest
 
 from starsse_jax import report
 
@@ -58,7 +62,7 @@ def test_reliability_bins_carry_their_counts(tmp_path):
   assert (tmp_path / "rel.png").stat().st_size > 1000
 
 
-def test_report_page_holds_the_tables_plots_config_and_command(tmp_path):
+def _page_results():
   r = _results()
   r["test"]["diversity"] = {"disagreement": 0.1, "kl_to_ensemble": 0.01}
   r["test"]["ensemble"] = {"accuracy": 0.82, "nll": 0.56, "ece": 0.01, "brier": 0.2}
@@ -70,6 +74,11 @@ def test_report_page_holds_the_tables_plots_config_and_command(tmp_path):
   r["config"] = {"method": "starsse", "num_members": 3}
   r["timing"] = {"data_s": 1.0, "phases": [{"name": "finetune", "seconds": 3.0,
                                             "first_step_s": 1.0, "member_img_per_s": 100.0}]}
+  return r
+
+
+def test_report_page_holds_the_tables_plots_config_and_command(tmp_path):
+  r = _page_results()
   report.plot_size_curve(str(tmp_path / "size.png"), r)
   page = report.html_page(r, {"size": str(tmp_path / "size.png")}, "python -m starsse_jax.main x")
   assert page.count("<table>") == 2  # the metrics table and the timings
@@ -78,3 +87,61 @@ def test_report_page_holds_the_tables_plots_config_and_command(tmp_path):
   assert page.count("data:image/png;base64,") == 1
   assert "python -m starsse_jax.main x" in page and "&quot;num_members&quot;: 3" in page
   assert "phase finetune" in page
+
+
+def test_interval_series_of_a_comparison():
+  rows = [{"method": "starsse", "model": "ensemble of 4", "accuracy_mean": 0.93,
+           "accuracy_std": 0.004, "nll_mean": 0.24, "nll_std": 0.015, "cal_nll_mean": None,
+           "cal_nll_std": 0.0},
+          {"method": "local_de", "model": "ensemble of 4", "accuracy_mean": 0.92,
+           "accuracy_std": 0.003, "nll_mean": 0.29, "nll_std": 0.01,
+           "cal_nll_mean": 0.239, "cal_nll_std": 0.006}]
+  series = report.interval_series(rows)
+  assert series["accuracy"] == [("starsse: ensemble of 4", 0.93, 0.004),
+                                ("local_de: ensemble of 4", 0.92, 0.003)]
+  assert series["cal_nll"] == [("local_de: ensemble of 4", 0.239, 0.006)]  # None left out
+
+
+CHROMIUM = "/usr/bin/chromium"
+
+
+def _render(page_path, tmp_path):
+  """Loads a page in headless Chromium: the DOM after load with a check script's verdict (every
+  image decoded, every table laid out), and a screenshot."""
+  import json
+  import subprocess
+  checked = tmp_path / "checked.html"
+  checked.write_text(page_path.read_text().replace("</body>", """<script>
+window.addEventListener('load', () => {
+  const imgs = [...document.images], tables = [...document.querySelectorAll('table')];
+  document.body.setAttribute('data-check', JSON.stringify({
+    images: imgs.length, decoded: imgs.filter(i => i.complete && i.naturalWidth > 0).length,
+    tables: tables.length, shown: tables.filter(t => t.offsetHeight > 0).length}));
+});
+</script></body>"""))
+  flags = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
+           "--disable-background-networking", "--disable-component-update", "--disable-sync",
+           f"--user-data-dir={tmp_path / 'profile'}", "--virtual-time-budget=5000"]
+  dom = subprocess.run([CHROMIUM, *flags, "--dump-dom", checked.as_uri()], capture_output=True,
+                       text=True, timeout=120)
+  assert dom.returncode == 0, dom.stderr[-2000:]
+  verdict = json.loads(re.search(r"data-check=\"([^\"]*)\"", dom.stdout).group(1)
+                       .replace("&quot;", '"'))
+  shot = tmp_path / "page.png"
+  subprocess.run([CHROMIUM, *flags, f"--screenshot={shot}", "--window-size=1200,2400",
+                  page_path.as_uri()], capture_output=True, timeout=120, check=True)
+  return verdict, shot
+
+
+@pytest.mark.skipif(not os.path.exists(CHROMIUM), reason="the test command installs Debian's "
+                    "chromium; without it this check cannot run")
+def test_report_page_renders_in_chromium(tmp_path):
+  from PIL import Image
+  r = _page_results()
+  report.plot_size_curve(str(tmp_path / "size.png"), r)
+  path = tmp_path / "report.html"
+  report.write_html(str(path), r, {"size": str(tmp_path / "size.png")}, "python -m x")
+  verdict, shot = _render(path, tmp_path)
+  assert verdict == {"images": 1, "decoded": 1, "tables": 2, "shown": 2}
+  pixels = np.asarray(Image.open(shot).convert("L"))
+  assert pixels.shape[1] == 1200 and pixels.std() > 5  # not a blank page

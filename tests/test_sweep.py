@@ -71,6 +71,10 @@ def test_reduced_sweep_writes_every_cell_with_finite_numbers(tmp_path, monkeypat
     assert (tmp_path / name).stat().st_size > 0, name
   assert "5. StarSSE soups" in out["summary"] and "1. Global DE" in out["summary"]
   assert "Basin barrier from the first model" in out["summary"]
+  page = (tmp_path / "report.html").read_text()  # the sweep's page: summary tables, all plots
+  assert page.count("data:image/png;base64,") == 4
+  assert page.count("<table>") == out["summary"].count("\n|---") + 1  # + the timings
+  assert "&quot;lr_ratios&quot;" in page
   # A finished seed is read back, not retrained.
   monkeypatch.setattr(sweep, "train_seed", lambda *a, **k: pytest.fail("retrained a done seed"))
   again = sweep.run_sweep(config, str(tmp_path), data=synthetic_transfer())

@@ -5,7 +5,7 @@ import os
 import numpy as np
 import pytest
 
-from configs.paper import swin_cifar100
+from starsse_jax.configs.paper import swin_cifar100
 from experiments.paper_mock import write_mock_cifar100
 from starsse_jax import api
 
