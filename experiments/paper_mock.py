@@ -30,7 +30,7 @@ def write_mock_cifar100(path: str, n_train=50_000, n_test=10_000, seed=0) -> Non
   patterns = rng.integers(0, 256, (100, 32, 32, 3))
 
   def split(n):
-    labels = rng.integers(0, 100, n)
+    labels = rng.permutation(np.arange(n) % 100)  # every class present, even for small n
     noise = rng.integers(-80, 80, (n, 32, 32, 3))
     return np.clip(patterns[labels] * 0.5 + 64 + noise, 0, 255).astype(np.uint8), labels
 
@@ -93,6 +93,9 @@ def main():
   parser.add_argument("--members", type=int, default=5)
   parser.add_argument("--n-train", type=int, default=50_000)
   parser.add_argument("--placement", default="auto", help="data.placement: auto, device, host")
+  parser.add_argument("--n-test", type=int, default=10_000)
+  parser.add_argument("--batch", type=int, default=0, help="0: the paper's 256")
+  parser.add_argument("--image-size", type=int, default=0, help="0: the paper's 224")
   parser.add_argument("--stored-size", type=int, default=0,
                       help="data.stored_size: e.g. 256 to measure SUN-397-sized host batches")
   args = parser.parse_args()
@@ -105,7 +108,7 @@ def main():
     ckpt = ckpt.replace(".pth", ".npz")
   print(f"checkpoint: {made} ({time.perf_counter() - t:.1f} s)", flush=True)
   t = time.perf_counter()
-  write_mock_cifar100(npz, n_train=args.n_train)
+  write_mock_cifar100(npz, n_train=args.n_train, n_test=args.n_test)
   print(f"mock data written ({time.perf_counter() - t:.1f} s)", flush=True)
 
   from starsse_jax.configs.paper import supervised_cifar100  # pylint: disable=g-import-not-at-top
@@ -119,9 +122,12 @@ def main():
   config.data.placement = args.placement
   config.data.stored_size = args.stored_size
   config.eval.soups = False  # soups' BatchNorm passes are not what this measures
+  config.finetune.batch_size = args.batch or config.finetune.batch_size
+  config.data.image_size = args.image_size or config.data.image_size
   results = api.run(config, os.path.join(args.workdir, "run"))
   timing = results["timing"]
-  steps_per_epoch = (args.n_train - 100 * config.data.target_val_per_class) // 256
+  steps_per_epoch = ((args.n_train - 100 * config.data.target_val_per_class)
+                     // config.finetune.batch_size)
   for phase in timing["phases"]:
     phase["s_per_epoch_per_member_group"] = round(
         (phase["seconds"] - phase["first_step_s"]) / max(1, round(args.epochs * steps_per_epoch) - 1)

@@ -30,7 +30,8 @@ TINY = ["--config.model.stage_sizes=(1,)", "--config.model.width=4", "--config.m
         "--config.model.heads=2", "--config.model.patch=7",
         "--config.data.target_train_per_class=10", "--config.data.target_val_per_class=4",
         "--config.data.target_test_per_class=10", "--config.pretrain.epochs=0.02",
-        "--config.pretrain.batch_size=64", "--config.finetune.epochs=1",
+        "--config.pretrain.batch_size=64", "--config.pretrain.warmup_epochs=0",
+        "--config.finetune.epochs=1",
         "--config.finetune.batch_size=10", "--config.finetune.warmup_epochs=0",
         "--config.eval.bn_batch_size=10", "--config.eval.learned_soup_epochs=1",
         "--config.eval.low_precision_bits=(4,)", "--config.eval.low_precision_samples=2",
@@ -76,6 +77,7 @@ class Rule:
   pattern: str  # re.fullmatch against the command
   how: str  # 'run': executed (shortened by `extra`); 'checked': what checks it and why not run
   extra: tuple[str, ...] = ()  # appended to every invocation of the library or a script
+  drop: tuple[str, ...] = ()  # flags removed (what needs hardware a CI machine lacks)
   expect_error: str = ""  # runs until it needs what this machine lacks: exit 2 naming it
   why: str = ""
 
@@ -112,13 +114,15 @@ RULES = [
          (*BENCH, "--members=1,2")),
     Rule(r"python experiments/bench_throughput\.py \$R50 .*", "run",
          (*BENCH, "--members=1", "--strategies=unroll", "--batch=2", "--image-size=32"),
-         why="--image-size=32 and one member keep ResNet-50 to seconds; --torch (the PyTorch GPU "
-             "peer) is dropped: it needs CUDA"),
+         drop=("--torch",), why="--image-size=32 and one member keep ResNet-50 to seconds; "
+                                "--torch (the PyTorch GPU peer) is dropped: it needs CUDA"),
     Rule(r"python experiments/profile_step\.py .*", "run",
          ("--steps=1", "--batch=2", "--image-size=0", "--size=28")),
     Rule(r"python experiments/bench_load\.py", "run", ("--n=500", "--folder-n=20")),
     Rule(r"python experiments/paper_mock\.py --workdir=\S+ --epochs=1", "run",
-         ("--epochs=0.01", "--members=2", "--n-train=200")),
+         ("--epochs=0.01", "--members=2", "--n-train=1200", "--n-test=100", "--batch=8",
+          "--image-size=32"),
+         why="ResNet-50 at 32 px on 1,200 images: the paper config's path in seconds"),
     Rule(r"export XLA_FLAGS=.*\nARGS=.*\npython -m starsse_jax\.main \$ARGS .*&\n"
          r"python -m starsse_jax\.main \$ARGS .*", "run",
          tuple(a for a in TINY if "num_members" not in a and "batch_size" not in a)),
@@ -157,6 +161,18 @@ def test_ci_runs_the_readme_test_command():
            and c.startswith("apt-get")][0]
   for package in re.search(r"install -y (.*?) &&", first).group(1).split():
     assert package in ci  # the first command installs nothing the tested one does not
+
+
+def test_site_builds_strictly(tmp_path):
+  """`mkdocs build --strict`: a broken link or anchor, or a page outside the navigation, fails."""
+  proc = subprocess.run([sys.executable, "-m", "mkdocs", "build", "--strict", "-q", "-d",
+                         str(tmp_path / "site")], cwd=REPO, capture_output=True, text=True,
+                        timeout=300, env=dict(os.environ, NO_MKDOCS_2_WARNING="1"))
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  pages = {os.path.splitext(os.path.basename(p))[0] for p in PAGES[1:]}
+  built = {os.path.basename(os.path.dirname(p)) for p in glob.glob(str(tmp_path / "site" / "*"
+                                                                    / "index.html"))}
+  assert pages - {"index"} <= built  # every page of docs/ is on the site
 
 
 def test_every_config_field_is_documented():
@@ -215,7 +231,23 @@ def _script(command: str, extra: tuple[str, ...]) -> str:
   return "set -euo pipefail\n" + body
 
 
-RUNNABLE = [c for c in all_commands() if (rule_for(c) or Rule("", "")).how == "run"]
+def _runnable() -> list[str]:
+  """The commands to execute, each job once: the README's quick start, the default run's page
+  and `starsse-jax` with the same arguments are one job."""
+  out, seen = [], set()
+  for c in all_commands():
+    rule = rule_for(c)
+    if rule is None or rule.how != "run":
+      continue
+    job = _script(c, rule.extra).replace(
+        "python -c 'from starsse_jax.main import run_cli; run_cli()'", "python -m starsse_jax.main")
+    if job not in seen:
+      seen.add(job)
+      out.append(c)
+  return out
+
+
+RUNNABLE = _runnable()
 
 
 @pytest.mark.slow
@@ -228,6 +260,8 @@ def test_shown_command_runs(command, tmp_path):
   env.pop("XLA_FLAGS", None)
   cwd = REPO if command.startswith(("mkdocs", "python -m pytest", "python -m starsse_jax.config_"
                                     )) else tmp_path
+  for flag in rule.drop:
+    command = re.sub(rf" {re.escape(flag)}(?= |$)", "", command)
   script = _script(command, rule.extra).replace("/tmp/", f"{tmp_path}/")
   if "$R50" in command:  # defined in the prose beside the commands that use it
     definition = re.search(r'`(R50="[^"`]*")`', "".join(_pages_text().values())).group(1)
@@ -245,13 +279,16 @@ def test_shown_command_runs(command, tmp_path):
     assert rule.expect_error in proc.stderr and "error:" in proc.stderr, out[-3000:]
     return
   assert proc.returncode == 0, f"{script}\n{out[-4000:]}"
-  if "starsse_jax.main" in script or "run_cli" in script:
-    if "--help" in command:
-      assert "finetune.lr_ratio" in proc.stdout and "paper/supervised_cifar100" in proc.stdout
+  if "--help" in command:
+    assert "finetune.lr_ratio" in proc.stdout and "paper/supervised_cifar100" in proc.stdout
+  elif re.search(r"starsse_jax\.main|run_cli|compare\.py|sweep\.py", script):
+    # Every job writes its page: a run's, the sweep's, the comparison's.
+    workdir = re.search(r"--workdir=(\S+?)\"?(\s|$)", command).group(1)
+    assert os.path.exists(os.path.join(tmp_path, workdir, "report.html")), out[-3000:]
+    if "compare.py" in command:
+      assert os.path.exists(os.path.join(tmp_path, workdir, "compare.png"))
     else:
-      assert "ensemble of" in proc.stdout
-      workdir = re.search(r"--workdir=(\S+?)\"?(\s|$)", command).group(1)
-      assert os.path.exists(os.path.join(tmp_path, workdir, "report.html"))
+      assert re.search(r"ensemble of|StarSSE", proc.stdout), out[-3000:]
   if command.startswith("python -m starsse_jax.config_docs"):
     assert (tmp_path / "configuration.md").read_text() == config_docs.reference_markdown()
   if command.startswith("python -m pytest"):
