@@ -14,7 +14,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-STRATEGIES = ("auto", "unroll", "map", "vmap")
+STRATEGIES = ("auto", "unroll", "map", "vmap", "chunked")
 
 # Above this many members an unrolled program compiles slowly; lax.map keeps compile time flat.
 _MAX_UNROLL = 8
@@ -95,6 +95,29 @@ def member_map(fn: Callable[..., Any], strategy: str) -> Callable[..., Any]:
       return jax.vmap(fn)(*args)
     if concrete == "map":
       return jax.lax.map(lambda a: fn(*a), args)
+    if concrete == "chunked":
+      return _chunked(fn, args, k)
     return stack([fn(*take(args, i)) for i in range(k)])
 
   return lifted
+
+
+def chunking(k: int, max_chunk: int = _MAX_UNROLL) -> tuple[int, int]:
+  """``(groups, chunk)`` for K members: the fewest groups of at most ``max_chunk`` members, as
+  equal as possible; ``groups * chunk - K`` padding members (fewer than ``groups``)."""
+  groups = -(-k // max_chunk)
+  return groups, -(-k // groups)
+
+
+def _chunked(fn, args, k: int):
+  """``lax.map`` over groups of members, each group unrolled: the program holds one group's
+  members, so compile time stays flat in K. K pads to whole groups by repeating the last member;
+  the copies' outputs are dropped (their extra compute is at most groups - 1 members)."""
+  groups, chunk = chunking(k)
+  pad = groups * chunk - k
+  padded = jax.tree.map(
+      lambda leaf: jnp.concatenate([leaf, jnp.repeat(leaf[-1:], pad, axis=0)]) if pad else leaf,
+      args)
+  grouped = jax.tree.map(lambda leaf: leaf.reshape((groups, chunk) + leaf.shape[1:]), padded)
+  out = jax.lax.map(lambda a: stack([fn(*take(a, i)) for i in range(chunk)]), grouped)
+  return jax.tree.map(lambda leaf: leaf.reshape((groups * chunk,) + leaf.shape[2:])[:k], out)

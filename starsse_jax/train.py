@@ -20,8 +20,8 @@ import optax
 from jax.sharding import PartitionSpec as P
 
 from starsse_jax import (checkpoint, data as data_lib, inference, members, methods, models,
-                         optimizers, rand_augment, regularizers, resume, running_mean, schedules,
-                         sharding)
+                         optimizers, rand_augment, regularizers, report, resume, running_mean,
+                         schedules, sharding)
 
 State = dict[str, Any]
 
@@ -285,6 +285,9 @@ def run_phase(trainer: Trainer, states: State, member_seeds: np.ndarray, split: 
   start = time.perf_counter()
   batch = feed(batch_indices(start_step)) if start_step < num_steps else None
   first_step = 0.0
+  # A bar with ETA on a terminal; the log lines below otherwise. An exception leaves the bar to
+  # tqdm's own clean-up.
+  progress = report.Progress(name, num_steps, start_step)
   for t in range(start_step, num_steps):
     states, metrics = step_fn(states, seeds, *batch, lr_table[t], t, collect[t])
     if t == start_step:  # one synchronisation, to time compilation apart from the steps
@@ -319,12 +322,15 @@ def run_phase(trainer: Trainer, states: State, member_seeds: np.ndarray, split: 
         orders.clear()
         batch = feed(batch_indices(t + 1)) if t + 1 < num_steps else None
       _check_finite(metrics["loss"], name, t, ids)
+    progress.update(done)
     if done % log_every == 0 or done == num_steps:
       elapsed = time.perf_counter() - start
       eta = elapsed / (done - start_step) * (num_steps - done)
-      logging.info("%s step %d/%d  loss %s  acc %s  lr %s  %.1f steps/s  ETA %s", name, done,
-                   num_steps, _fmt(metrics["loss"]), _fmt(metrics["accuracy"]),
-                   _fmt(lr_table[t]), (done - start_step) / elapsed, _fmt_time(eta))
+      progress.describe(loss=_fmt(metrics["loss"]), acc=_fmt(metrics["accuracy"]))
+      logging.log(logging.DEBUG if progress.active else logging.INFO,
+                  "%s step %d/%d  loss %s  acc %s  lr %s  %.1f steps/s  ETA %s", name, done,
+                  num_steps, _fmt(metrics["loss"]), _fmt(metrics["accuracy"]),
+                  _fmt(lr_table[t]), (done - start_step) / elapsed, _fmt_time(eta))
       row = {"step": step_offset + done, "phase": name,
              **{f"{key}/member_{ids[m]}": float(v[m])
                 for key, v in metrics.items() for m in range(k)}}
@@ -339,6 +345,7 @@ def run_phase(trainer: Trainer, states: State, member_seeds: np.ndarray, split: 
       if stopping:
         raise resume.Interrupted(f"Stopped in phase {name!r} after step {done}/{num_steps}; "
                                  "progress saved. Rerun the same command to resume.")
+  progress.close()
   if mesh is not None:  # gather, so that phases on different meshes can be joined
     states = sharding.gather(states)
   jax.block_until_ready(states)

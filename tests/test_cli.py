@@ -16,10 +16,31 @@ def _main(*args, workdir):
                         cwd=REPO, capture_output=True, text=True, timeout=600)
 
 
+def _main_listing_imports(*args, workdir, listing):
+  """``_main``, writing the names of every module the process imported to ``listing`` at exit."""
+  code = ("import atexit, json, runpy, sys\n"
+          f"atexit.register(lambda: open({str(listing)!r}, 'w').write(json.dumps(sorted("
+          "sys.modules))))\n"
+          f"sys.argv = ['starsse_jax.main', '--workdir={workdir}', *{list(args)!r}]\n"
+          "runpy.run_module('starsse_jax.main', run_name='__main__', alter_sys=True)\n")
+  return subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True,
+                        timeout=600)
+
+
 @pytest.mark.slow
 def test_starsse_end_to_end_then_reuse_pretrained(tmp_path):
-  run = _main(*TINY, workdir=tmp_path)
+  listing = tmp_path.parent / f"{tmp_path.name}-modules.json"
+  run = _main_listing_imports(*TINY, workdir=tmp_path, listing=listing)
   assert run.returncode == 0, run.stderr[-3000:]
+  # No TensorFlow at run time (start-up seconds, accelerator memory): not even through a writer.
+  imported = json.loads(listing.read_text())
+  assert "jax" in imported and not [m for m in imported if m.split(".")[0] == "tensorflow"]
+  # The TensorBoard events (tensorboardX) hold the training scalars: read by TensorBoard itself.
+  from tensorboard.backend.event_processing import event_accumulator
+  events = event_accumulator.EventAccumulator(str(tmp_path))
+  events.Reload()
+  assert "loss/member_0" in events.Tags()["scalars"]
+  assert all(e.value > 0 for e in events.Scalars("loss/member_0"))
   assert "| ensemble of 3 (starsse) |" in run.stdout
   assert "| greedy soup" in run.stdout and "| uniform soup (3 members) |" in run.stdout
   results = json.loads((tmp_path / "results.json").read_text())

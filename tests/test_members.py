@@ -33,10 +33,11 @@ def test_take_concat_broadcast_mean():
   np.testing.assert_allclose(members.mean(stacked)["a"], np.mean(stacked["a"], 0), rtol=1e-6)
 
 
-@pytest.mark.parametrize("strategy", ["unroll", "map", "vmap", "auto"])
-def test_member_map_strategies_compute_the_same_function(strategy):
-  stacked = members.stack([_tree(s) for s in range(3)])
-  x = jnp.arange(3.0)
+@pytest.mark.parametrize("strategy,k", [("unroll", 3), ("map", 3), ("vmap", 3), ("auto", 3),
+                                        ("chunked", 3), ("chunked", 11), ("chunked", 16)])
+def test_member_map_strategies_compute_the_same_function(strategy, k):
+  stacked = members.stack([_tree(s) for s in range(k)])
+  x = jnp.arange(float(k))
 
   def fn(tree, scale):
     return {"y": jnp.tanh(tree["a"]) * scale, "z": jnp.sum(tree["b"]["c"]) + scale}
@@ -45,6 +46,17 @@ def test_member_map_strategies_compute_the_same_function(strategy):
               "z": jnp.sum(stacked["b"]["c"], axis=1) + x}
   got = jax.jit(members.member_map(fn, strategy))(stacked, x)
   jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6), got, expected)
+
+
+def test_chunking_is_few_equal_groups_of_at_most_eight():
+  assert members.chunking(5) == (1, 5)
+  assert members.chunking(8) == (1, 8)
+  assert members.chunking(11) == (2, 6)  # one padding member
+  assert members.chunking(20) == (3, 7)  # one padding member
+  assert members.chunking(170) == (22, 8)  # 176 - 170 = 6 < 22 groups
+  for k in range(1, 200):
+    groups, chunk = members.chunking(k)
+    assert chunk <= 8 and 0 <= groups * chunk - k < groups
 
 
 def test_auto_strategy_avoids_vmap():

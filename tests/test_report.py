@@ -145,3 +145,36 @@ def test_report_page_renders_in_chromium(tmp_path):
   assert verdict == {"images": 1, "decoded": 1, "tables": 2, "shown": 2}
   pixels = np.asarray(Image.open(shot).convert("L"))
   assert pixels.shape[1] == 1200 and pixels.std() > 5  # not a blank page
+
+
+class _Terminal:
+  """A stream that says it is a terminal, collecting what is written."""
+
+  def __init__(self):
+    self.text = ""
+
+  def isatty(self):
+    return True
+
+  def write(self, s):
+    self.text += s
+
+  def flush(self):
+    pass
+
+
+def test_progress_is_a_bar_on_a_terminal_and_silent_otherwise():
+  import io
+  term = _Terminal()
+  bar = report.Progress("finetune", 10, stream=term)
+  assert bar.active
+  for done in range(1, 11):
+    bar.update(done)
+  bar.describe(loss="[0.5]")
+  bar.close()
+  assert "finetune" in term.text and "10/10" in term.text and "100%" in term.text
+  piped = io.StringIO()
+  quiet = report.Progress("finetune", 10, stream=piped)
+  quiet.update(5)
+  quiet.close()
+  assert not quiet.active and piped.getvalue() == ""
