@@ -138,8 +138,8 @@ def base_config() -> ml_collections.ConfigDict:
 
   c.execution = ml_collections.ConfigDict()
   # how a step runs over the member axis: 'unroll', 'map' (lax.map), 'vmap', 'chunked' (lax.map
-  # over groups of at most 8 unrolled members: compile time flat in K); 'auto': unroll up to 8
-  # members, chunked above (docs/performance.md)
+  # over groups of at most 8 unrolled members: compile time flat in K, slower steps on CPUs);
+  # 'auto': unroll up to 8 members or on CPUs, map above on accelerators (docs/performance.md)
   c.execution.member_strategy = "auto"
   c.execution.num_devices = 0  # devices a phase spreads over; 0 = all visible
   # Convolution kernel gradients: 'xla', 'taps' (one product per kernel tap; several times faster

@@ -120,6 +120,8 @@ RULES = [
     Rule(r"python experiments/profile_step\.py .*", "run",
          ("--steps=1", "--batch=2", "--image-size=0", "--size=28")),
     Rule(r"python experiments/bench_load\.py", "run", ("--n=500", "--folder-n=20")),
+    Rule(r"python experiments/bench_startup\.py --repeats=3 --repo=BEFORE --repo=AFTER", "run",
+         ("--repeats=1",), why="AFTER (a checkout) becomes this one; BEFORE is left out"),
     Rule(r"python experiments/paper_mock\.py --workdir=\S+ --epochs=1", "run",
          ("--epochs=0.01", "--members=1", "--n-train=1100", "--n-test=100", "--batch=8",
           "--image-size=32"),
@@ -269,6 +271,7 @@ def test_shown_command_runs(command, tmp_path):
     with socket.socket() as sock:
       sock.bind(("127.0.0.1", 0))
       script = re.sub(r"127\.0\.0\.1:\d+", f"127.0.0.1:{sock.getsockname()[1]}", script)
+  script = script.replace("--repo=BEFORE ", "").replace("--repo=AFTER", f"--repo={REPO}")
   if "$R50" in command:  # defined in the prose beside the commands that use it
     definition = re.search(r'`(R50="[^"`]*")`', "".join(_pages_text().values())).group(1)
     script = script.replace("set -euo pipefail\n", f"set -euo pipefail\n{definition}\n")
