@@ -224,6 +224,7 @@ def _check(run, expected, label):
   assert expected in lines[0], (label, lines[0])
 
 
+@pytest.mark.slow  # about a minute: one command line per bad input
 def test_fuzz_list_of_bad_inputs_through_the_command_line(tmp_path):
   cases, marker = _cases(str(tmp_path))
   assert len(cases) >= 30

@@ -121,6 +121,7 @@ def test_a_stop_during_immediate_work_raises_at_once():
         pytest.fail("the signal did not interrupt the work")
 
 
+@pytest.mark.slow  # trains a reduced sweep seed
 def test_sweep_stopped_after_training_a_seed_does_not_evaluate_it(tmp_path, monkeypatch):
   from starsse_jax import sweep  # pylint: disable=g-import-not-at-top
   from test_sweep import _tiny_sweep_config  # pylint: disable=g-import-not-at-top
