@@ -161,7 +161,7 @@ def page(title: str, command: str | None, sections: list[tuple[str, str]],
   return "\n".join(parts)
 
 
-def _timing_markdown(timing: dict[str, Any]) -> str:
+def timing_markdown(timing: dict[str, Any]) -> str:
   lines = ["| what | seconds |", "|---|---|"]
   lines += [f"| {k} | {v} |" for k, v in timing.items() if k != "phases"]
   lines += [f"| phase {p['name']} | {p['seconds']} (first step {p['first_step_s']}, "
@@ -174,7 +174,7 @@ def html_page(results: dict[str, Any], images: dict[str, str], command: str | No
   """The page of a run: the command, the test metrics, every plot, the timings and the config."""
   sections = [("Test metrics", table(results))]
   if results.get("timing"):
-    sections.append(("Timing", _timing_markdown(results["timing"])))
+    sections.append(("Timing", timing_markdown(results["timing"])))
   return page(title, command or "starsse_jax.run(...) from Python", sections, images,
               results.get("config"))
 

@@ -227,8 +227,7 @@ def run_sweep(config, workdir: str, data: TransferData | None = None,
   report.write_json(os.path.join(workdir, "timing.json"), timing)
   report.write_page(
       os.path.join(workdir, "report.html"), "starsse_jax sweep", command,
-      [("Summary", summary), ("Timing", "| what | seconds |\n|---|---|\n" + "\n".join(
-          f"| {k} | {v} |" for k, v in timing.items()))],
+      [("Summary", summary), ("Timing", report.timing_markdown(timing))],
       report.existing({caption: os.path.join(workdir, f) for caption, f in PLOTS}),
       config.to_dict())
   return {"rows": rows, "curves": curves, "summary": summary, "timing": timing}

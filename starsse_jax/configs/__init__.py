@@ -34,6 +34,12 @@ def _split(name: str) -> tuple[str, str | None]:
   return base, (arg if colon else None)
 
 
+def _stem(base: str) -> str:
+  """``'configs/paper/x.py'`` -> ``'paper/x'``: a shipped config's name."""
+  stem = base[:-3] if base.endswith(".py") else base
+  return stem.removeprefix("configs/").removeprefix("starsse_jax/configs/")
+
+
 def resolve(name: str) -> str:
   """``NAME[.py][:ARG]`` -> ``/path/to/NAME.py[:ARG]``; an existing file (with or without ``:ARG``)
   is returned unchanged, so paths keep working. Unknown names raise ValueError listing the
@@ -41,8 +47,7 @@ def resolve(name: str) -> str:
   base, arg = _split(name)
   if os.path.isfile(base):
     return name
-  stem = base[:-3] if base.endswith(".py") else base
-  stem = stem.removeprefix("configs/").removeprefix("starsse_jax/configs/")
+  stem = _stem(base)
   if stem not in names():
     raise ValueError(f"--config={name!r}: no such file, and no shipped config of that name. Give "
                      f"a path to a config file or one of: {', '.join(names())}.")
@@ -52,8 +57,7 @@ def resolve(name: str) -> str:
 
 def module(name: str):
   """The Python module of a shipped config (``'paper/swin_cifar100'``)."""
-  base, _ = _split(name)
-  stem = base[:-3] if base.endswith(".py") else base
+  stem = _stem(_split(name)[0])
   if stem not in names():
     raise ValueError(f"no shipped config {stem!r}; choose one of: {', '.join(names())}.")
   return importlib.import_module(f"{__name__}.{stem.replace('/', '.')}")
