@@ -6,6 +6,7 @@ what the configured model expects, and a mismatch names the first differing leaf
 """
 from __future__ import annotations
 
+import contextlib
 import errno
 import glob
 import os
@@ -16,6 +17,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
+from orbax.checkpoint.checkpoint_managers import preservation_policy
 
 from starsse_jax import models, sharding
 
@@ -94,24 +96,43 @@ def remove_partial_saves(directory: str) -> None:
     shutil.rmtree(partial, ignore_errors=True)
 
 
-def manager(directory: str, **options) -> ocp.CheckpointManager:
-  """An orbax manager of checkpoints with a ``state`` pytree and JSON ``metadata``."""
+def manager(directory: str, keep: int | None = None) -> ocp.CheckpointManager:
+  """An orbax manager of checkpoints with a ``state`` pytree and JSON ``metadata``; with ``keep``
+  only the latest ``keep`` checkpoints are preserved (older ones are deleted after a save)."""
+  policy = None if keep is None else preservation_policy.LatestN(keep)
   return ocp.CheckpointManager(
-      os.path.abspath(directory), options=ocp.CheckpointManagerOptions(**options),
+      os.path.abspath(directory),
+      options=ocp.CheckpointManagerOptions(preservation_policy=policy),
       item_handlers={"state": ocp.StandardCheckpointHandler(),
                      "metadata": ocp.JsonCheckpointHandler()})
 
 
 def save_step(mngr: ocp.CheckpointManager, step: int, state: Any,
-              metadata: dict[str, Any]) -> None:
-  """Saves ``state`` and ``metadata`` as step ``step`` and waits until they are written. With
-  several processes every process calls it with whole numpy arrays, which orbax writes once."""
+              metadata: dict[str, Any], block: bool = True) -> None:
+  """Saves ``state`` and ``metadata`` as step ``step``; with ``block`` waits until they are
+  written, otherwise the write continues in the background (``wait``). With several processes
+  every process calls it with whole numpy arrays, which orbax writes once."""
   if jax.process_count() > 1:
     state = sharding.to_host(state)
-  try:
+  with _disk_full_reported(mngr, step):
     mngr.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
                                             metadata=ocp.args.JsonSave(metadata)))
+  if block:
+    wait(mngr, step)
+
+
+def wait(mngr: ocp.CheckpointManager, step: int | None = None) -> None:
+  """Waits for ``mngr``'s background save (of ``step``, for the message) to finish."""
+  with _disk_full_reported(mngr, step):
     mngr.wait_until_finished()
+
+
+@contextlib.contextmanager
+def _disk_full_reported(mngr: ocp.CheckpointManager, step: int | None):
+  """Turns running out of disk space during a save into ``DiskFullError``, the partial save
+  removed and the earlier checkpoints named intact."""
+  try:
+    yield
   except OSError as e:
     if e.errno not in (errno.ENOSPC, errno.EDQUOT):
       raise
@@ -121,8 +142,9 @@ def save_step(mngr: ocp.CheckpointManager, step: int, state: Any,
       pass
     remove_partial_saves(str(mngr.directory))
     kept = [s for s in mngr.all_steps() if s != step]
+    which = "" if step is None else f" {step}"
     raise DiskFullError(
-        errno.ENOSPC, f"No space left on the device while saving checkpoint {step} in "
+        errno.ENOSPC, f"No space left on the device while saving checkpoint{which} in "
         f"{mngr.directory}; the partial save is discarded and "
         f"{f'checkpoint {max(kept)} is intact' if kept else 'no earlier checkpoint exists'}. "
         "Free some space (or choose another --workdir) and rerun the same command to resume"

@@ -1,4 +1,11 @@
-"""Predictions of stacked members and BatchNorm statistics recomputed on data."""
+"""Predictions of stacked members and BatchNorm statistics recomputed on data.
+
+In a run of several processes both are split across them: each process computes a contiguous
+share of the batches (the same number in every process, the last shares padded with a batch
+whose result is dropped), and the results are gathered from all processes in batch order, so
+every process ends with what one process computing everything would have: the same
+probabilities, and the per-batch statistics summed in the same order.
+"""
 from __future__ import annotations
 
 import functools
@@ -28,14 +35,30 @@ def _predict_fn(model, strategy: str, image_size: int, stochastic: bool, resize:
   return predict
 
 
-def _batches(images: np.ndarray, batch_size: int):
-  """Fixed-size batches (the last one padded by repeating its first image) and their lengths."""
-  for start in range(0, len(images), batch_size):
-    batch = images[start:start + batch_size]
-    n = len(batch)
-    if n < batch_size:
-      batch = np.concatenate([batch, np.repeat(batch[:1], batch_size - n, axis=0)])
-    yield batch, n
+def _batch(images: np.ndarray, index: int, batch_size: int) -> np.ndarray:
+  """Batch ``index`` of fixed size (the last one padded by repeating its first image)."""
+  batch = images[index * batch_size:(index + 1) * batch_size]
+  if len(batch) < batch_size:
+    batch = np.concatenate([batch, np.repeat(batch[:1], batch_size - len(batch), axis=0)])
+  return batch
+
+
+def share(num_batches: int) -> list[int]:
+  """This process's batches of ``num_batches``: a contiguous range, as long in every process;
+  -1 marks a padding step (run on batch 0, its result dropped)."""
+  count, rank = jax.process_count(), jax.process_index()
+  per = -(-num_batches // count)
+  return [b if b < num_batches else -1 for b in range(rank * per, (rank + 1) * per)]
+
+
+def _gather_batches(local: np.ndarray, axis: int) -> np.ndarray:
+  """Joins the processes' shares (``local``'s ``axis`` holds this process's batches) in batch
+  order; a collective in a run of several processes."""
+  if jax.process_count() == 1:
+    return local
+  from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+  every = np.asarray(multihost_utils.process_allgather(local, tiled=False))  # [P, ...]
+  return np.concatenate(list(every), axis=axis)
 
 
 def predict(model, variables: dict[str, Any], images: np.ndarray, mean, std,
@@ -51,16 +74,20 @@ def predict(model, variables: dict[str, Any], images: np.ndarray, mean, std,
   fn = _predict_fn(model, strategy, image_size, stochastic, resize)
   variables = {"params": variables["params"], "batch_stats": variables.get("batch_stats", {})}
   k = members.num_members(variables)
-  batch_size = min(batch_size, len(images))
+  n = len(images)
+  batch_size = min(batch_size, n)
+  mine = share(-(-n // batch_size))
   root = jax.random.key(seed)
   out = []
   for s in range(max(passes, 1)):
     pass_out = []
-    for start, (b, n) in enumerate(_batches(images, batch_size)):
-      keys = jax.random.split(jax.random.fold_in(jax.random.fold_in(root, s), start), k)
-      pass_out.append(np.asarray(fn(variables, jnp.asarray(b), mean, std, keys))[:, :n])
+    for b in mine:
+      index = max(b, 0)  # a padding step repeats batch 0
+      keys = jax.random.split(jax.random.fold_in(jax.random.fold_in(root, s), index), k)
+      images_b = jnp.asarray(_batch(images, index, batch_size))
+      pass_out.append(np.asarray(fn(variables, images_b, mean, std, keys)))
     out.append(np.concatenate(pass_out, axis=1))
-  probs = np.stack(out, axis=1)  # [K, S, N, C]
+  probs = _gather_batches(np.stack(out, axis=1), axis=2)[:, :, :n]  # [K, S, N, C]
   return probs.reshape((-1,) + probs.shape[2:])
 
 
@@ -113,9 +140,15 @@ def recompute_batch_stats(model, params: Any, template_stats: Any, images: np.nd
   fn = _batch_stats_fn(model, strategy, image_size, resize)
   batch_size = min(batch_size, len(images))
   num_batches = len(images) // batch_size  # full batches only: equal weights
-  total = None
-  for b in range(num_batches):
-    batch = jnp.asarray(images[b * batch_size:(b + 1) * batch_size])
-    stats = fn(params, template_stats, batch, mean, std)
-    total = stats if total is None else jax.tree.map(jnp.add, total, stats)
+  per_batch = [fn(params, template_stats, jnp.asarray(_batch(images, max(b, 0), batch_size)),
+                  mean, std) for b in share(num_batches)]
+  if jax.process_count() > 1:  # every process's batches, in batch order, padding dropped
+    leaves, treedef = jax.tree.flatten(per_batch[0])
+    stacked = [_gather_batches(np.stack([np.asarray(jax.tree.leaves(t)[i]) for t in per_batch]),
+                               axis=0)[:num_batches] for i in range(len(leaves))]
+    per_batch = [jax.tree.unflatten(treedef, [jnp.asarray(x[b]) for x in stacked])
+                 for b in range(num_batches)]
+  total = per_batch[0]
+  for stats in per_batch[1:]:  # summed in batch order, however many processes computed them
+    total = jax.tree.map(jnp.add, total, stats)
   return jax.tree.map(lambda s: s / num_batches, total)

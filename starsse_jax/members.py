@@ -109,6 +109,51 @@ def chunking(k: int, max_chunk: int = _MAX_UNROLL) -> tuple[int, int]:
   return groups, -(-k // groups)
 
 
+# An unrolled program's compile time grows with its members on a CPU (default network: 5 members
+# 13 s, 10 members 29-36 s, 20 members 79 s; experiments/bench_compile.py), but at K = 10 one
+# program ran faster per member than two groups of 5 in two runs (812 and 856 against 678 and
+# 740 member-img/s): phases of more than _MAX_ONE_PROGRAM members run as groups of _GROUP or less.
+_MAX_ONE_PROGRAM, _GROUP = 10, 5
+
+
+def group_size(k: int, strategy: str, backend: str | None = None) -> int:
+  """Members per compiled program for a phase of ``k`` members run without a mesh on a CPU.
+
+  A phase of more than 10 unrolled members is split into equal groups of at most 5 (the last
+  padded with copies of its last member), each advanced by a call of the same compiled step:
+  compile time stays that of 5 members whatever K, and each call runs at the unrolled program's
+  speed (``lax.map``'s loop, the other way to bound compile time, runs ~3x slower on a CPU). Up
+  to 10 members one program is kept: it compiles in at most twice 5 members' time and runs
+  faster per member than two groups.
+  Measured by ``experiments/bench_compile.py`` (docs/performance.md). Accelerators keep one
+  program per phase (unrolled up to 8 members, ``lax.map`` above), as measured there; ``map``,
+  ``vmap`` and ``chunked`` phases are one program everywhere.
+  """
+  backend = backend or jax.default_backend()
+  if (backend != "cpu" or resolve_strategy(strategy, k, backend) != "unroll"
+      or k <= _MAX_ONE_PROGRAM):
+    return k
+  return chunking(k, _GROUP)[1]
+
+
+def split_groups(tree: Any, size: int) -> list[Any]:
+  """Stacked members as groups of ``size``; the last is padded with copies of the last member."""
+  k = num_members(tree)
+  groups = -(-k // size)
+  pad = groups * size - k
+  if pad:
+    tree = jax.tree.map(lambda leaf: jnp.concatenate([leaf, jnp.repeat(leaf[-1:], pad, axis=0)]),
+                        tree)
+  return [jax.tree.map(lambda leaf, g=g: leaf[g * size:(g + 1) * size], tree)
+          for g in range(groups)]
+
+
+def join_groups(groups: Sequence[Any], k: int) -> Any:
+  """Inverse of ``split_groups``: the first ``k`` members of the groups, stacked."""
+  joined = groups[0] if len(groups) == 1 else concat(groups)
+  return joined if num_members(joined) == k else take(joined, np.arange(k))
+
+
 def _chunked(fn, args, k: int):
   """``lax.map`` over groups of members, each group unrolled: the program holds one group's
   members, so compile time stays flat in K. K pads to whole groups by repeating the last member;

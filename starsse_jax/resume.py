@@ -6,9 +6,17 @@ logged history. Data order, augmentation and learning rate are pure functions of
 member, step), so restoring this much continues the run exactly where it stopped: on CPU a resumed
 run ends with the same bits as an uninterrupted one.
 
+What is written is bounded by what still changes. A finished member is written once, weights and
+BatchNorm statistics only, in ``DIRECTORY/members/ID``; a progress checkpoint (``DIRECTORY/STEP``)
+holds the members still training with their optimizer state, the optimizer states of finished
+members that a later phase continues from (FGE carries momentum across cycles), the step and the
+history. The bytes of a progress save therefore do not grow with the number of finished members
+(``experiments/bench_checkpoints.py``). Progress saves run asynchronously: the arrays are copied
+to the host, then written by orbax's background thread while training goes on.
+
 Orbax writes each checkpoint into a temporary directory and renames it when complete, so a kill
 mid-save never leaves a checkpoint that looks finished. A finished but unreadable latest checkpoint
-(truncated files) is reported and the previous one is used.
+(truncated files, or a member file it needs) is reported and the previous one is used.
 """
 from __future__ import annotations
 
@@ -18,13 +26,14 @@ import hashlib
 import json
 import logging
 import os
+import shutil
 import signal
 import threading
 from typing import Any
 
 import jax
 
-from starsse_jax import checkpoint, running_mean
+from starsse_jax import checkpoint, members, running_mean
 
 
 class Interrupted(Exception):
@@ -103,65 +112,165 @@ class Progress:
   histories: list[list[dict[str, Any]]]  # one list per phase started
   ensemble_ids: list[int] = dataclasses.field(default_factory=list)  # ids of ``ensemble``'s members
   alive: list[int] | None = None  # ids of ``states``' members
+  # Optimizer states of finished members that a later phase continues from, by member id.
+  carried: dict[int, Any] = dataclasses.field(default_factory=dict)
+
 
 def _flatten(tree) -> dict[str, Any]:
   return {} if tree is None else {f"{i:05d}": leaf for i, leaf in enumerate(jax.tree.leaves(tree))}
 
 
+def _member_variables(state) -> dict[str, Any]:
+  """What a finished member keeps: its weights and BatchNorm statistics."""
+  return {"params": state["params"], "batch_stats": state["batch_stats"]}
+
+
 class RunCheckpointer:
-  """Saves and restores ``Progress`` in ``directory``, checked against a one-member template."""
+  """Saves and restores ``Progress`` in ``directory``, checked against a one-member template.
+
+  Use it as a context manager, or call ``wait()`` before relying on the last save: progress saves
+  with ``block=False`` return once the arrays are on the host, and a failure of the write (a full
+  disk) is raised by the next ``save``, ``wait`` or ``close``.
+  """
 
   def __init__(self, directory: str, template: Any, keep: int = 2):
     self.directory = os.path.abspath(directory)
     self.template = template  # one member's state: gives the tree structure, shapes and dtypes
     self._keep = keep
+    self._mngr = None
+    self._written: set[int] = set()  # finished members on disk, as this run knows them
 
   def _manager(self):
-    return checkpoint.manager(self.directory, max_to_keep=self._keep)
+    if self._mngr is None:
+      self._mngr = checkpoint.manager(self.directory, keep=self._keep)
+    return self._mngr
 
-  def save(self, progress: Progress) -> None:
-    state = {"ensemble": _flatten(progress.ensemble), "states": _flatten(progress.states)}
+  def member_directory(self, member_id: int) -> str:
+    return os.path.join(self.directory, "members", f"{member_id:05d}")
+
+  def _write_members(self, progress: Progress) -> None:
+    """Writes the finished members not yet on disk (each once, weights and statistics only)."""
+    ids = list(progress.ensemble_ids) or list(range(_num_members(progress.ensemble)))
+    new = [p for p, i in enumerate(ids) if i not in self._written]
+    if not new:
+      return
+    host = jax.device_get(_member_variables(progress.ensemble))
+    for p in new:
+      path = self.member_directory(ids[p])
+      # A member left by an attempt that stopped before its phase's progress save is replaced.
+      shutil.rmtree(path, ignore_errors=True)
+      checkpoint.save(path, 0, jax.tree.map(lambda x, p=p: x[p], host), {"member": ids[p]})
+      self._written.add(ids[p])
+
+  def save(self, progress: Progress, block: bool = True) -> None:
+    """Writes the finished members new since the last save, then the progress; with ``block``
+    False the progress is written in the background (see the class docstring)."""
+    self.wait()  # a failed background save is reported before anything new is written
+    self._write_members(progress)
+    carried = {str(i): _flatten(s) for i, s in progress.carried.items()}
+    state = {"states": _flatten(progress.states), "carried": carried}
     meta = {"phase": progress.phase, "step": progress.step, "histories": progress.histories,
-            "ensemble_ids": list(progress.ensemble_ids), "alive": progress.alive,
+            "ensemble_ids": list(progress.ensemble_ids) or list(
+                range(_num_members(progress.ensemble))),
+            "alive": progress.alive, "carried": sorted(progress.carried),
             "averaging": progress.states is not None and "average" in progress.states}
     step_id = progress.phase * 10 ** 9 + progress.step  # orders checkpoints across phases
-    with self._manager() as mngr:
-      if step_id in mngr.all_steps():  # re-saving the same point (e.g. signal at a boundary)
-        return
-      checkpoint.save_step(mngr, step_id, state, meta)
+    mngr = self._manager()
+    if step_id in mngr.all_steps():  # re-saving the same point (e.g. signal at a boundary)
+      return
+    # Host copies first: the training step donates (reuses) the device buffers of its state.
+    with self._forget_manager_on_failure():
+      checkpoint.save_step(mngr, step_id, jax.device_get(state), meta, block=block)
 
-  def _unflatten(self, leaves: dict[str, Any], what: str, averaging: bool = False):
+  def wait(self) -> None:
+    """Waits for a background save; raises ``checkpoint.DiskFullError`` if it ran out of space."""
+    if self._mngr is not None:
+      with self._forget_manager_on_failure():
+        checkpoint.wait(self._mngr)
+
+  @contextlib.contextmanager
+  def _forget_manager_on_failure(self):
+    try:
+      yield
+    except checkpoint.DiskFullError:
+      self._mngr = None  # closed by the failure; the next use opens a new one
+      raise
+
+  def close(self) -> None:
+    try:
+      self.wait()
+    finally:
+      if self._mngr is not None:
+        self._mngr.close()
+        self._mngr = None
+
+  def __enter__(self):
+    return self
+
+  def __exit__(self, *exc):
+    self.close()
+    return False
+
+  @staticmethod
+  def _unflatten(leaves: dict[str, Any], what: str, template, leading_axes: int = 1):
     if not leaves:
       return None
-    template = self.template
-    if averaging:  # a weight-averaging phase also carries its running average
-      template = {**template, "average": running_mean.start(template["params"])}
     tree = jax.tree.unflatten(jax.tree.structure(template), [leaves[k] for k in sorted(leaves)])
-    checkpoint.check_matches(template, tree, what, leading_axes=1)
+    checkpoint.check_matches(template, tree, what, leading_axes=leading_axes)
     return tree
+
+  def _restore_members(self, ids: list[int]):
+    """The stacked finished members ``ids`` from their files, or None for none."""
+    if not ids:
+      return None
+    template = _member_variables(self.template)
+    loaded = []
+    for i in ids:
+      path = self.member_directory(i)
+      variables, _ = checkpoint.restore(path)
+      checkpoint.check_matches(template, variables, f"member {i} in {path}")
+      loaded.append(variables)
+    self._written.update(ids)
+    return members.stack(loaded)
 
   def restore(self) -> Progress | None:
     """The latest readable progress, or None when the directory holds none."""
     if not os.path.isdir(self.directory):
       return None
     checkpoint.remove_partial_saves(self.directory)
-    with self._manager() as mngr:
-      steps = sorted(mngr.all_steps(), reverse=True)
-      for i, step_id in enumerate(steps):
-        try:
-          restored = checkpoint.restore_step(mngr, step_id)
-        except Exception as e:  # orbax/tensorstore raise many types for damaged files
-          more = "the previous one" if i + 1 < len(steps) else "none (starting over)"
-          logging.error("Checkpoint %s/%d is unreadable (%s: %s); using %s.", self.directory,
-                        step_id, type(e).__name__, str(e)[:200], more)
-          continue
+    checkpoint.remove_partial_saves(os.path.join(self.directory, "members", "*"))
+    mngr = self._manager()
+    steps = sorted(mngr.all_steps(), reverse=True)
+    for i, step_id in enumerate(steps):
+      where = f"checkpoint {self.directory}/{step_id}"
+      try:
+        restored = checkpoint.restore_step(mngr, step_id)
         meta, state = restored["metadata"], restored["state"]
-        where = f"checkpoint {self.directory}/{step_id}"
-        progress = Progress(meta["phase"], meta["step"],
-                            self._unflatten(state["ensemble"], where + " (ensemble)"),
-                            self._unflatten(state["states"], where + " (phase state)",
-                                            meta.get("averaging", False)),
-                            meta["histories"], meta.get("ensemble_ids", []), meta.get("alive"))
-        logging.info("Resuming from %s: phase %d, step %d.", where, progress.phase, progress.step)
-        return progress
+        ensemble = self._restore_members(meta.get("ensemble_ids", []))
+      except checkpoint.CheckpointMismatchError:
+        raise
+      except Exception as e:  # orbax/tensorstore raise many types for damaged files
+        more = "the previous one" if i + 1 < len(steps) else "none (starting over)"
+        logging.error("%s is unreadable (%s: %s); using %s.", where.capitalize(),
+                      type(e).__name__, str(e)[:200], more)
+        self._written.clear()
+        continue
+      averaging = meta.get("averaging", False)
+      phase_template = self.template
+      if averaging:  # a weight-averaging phase also carries its running average
+        phase_template = {**self.template, "average": running_mean.start(self.template["params"])}
+      carried = {int(k): self._unflatten(v, f"{where} (optimizer state of member {k})",
+                                         self.template["opt_state"], leading_axes=0)
+                 for k, v in state.get("carried", {}).items()}
+      progress = Progress(meta["phase"], meta["step"], ensemble,
+                          self._unflatten(state["states"], where + " (phase state)",
+                                          phase_template),
+                          meta["histories"], meta.get("ensemble_ids", []), meta.get("alive"),
+                          carried)
+      logging.info("Resuming from %s: phase %d, step %d.", where, progress.phase, progress.step)
+      return progress
     return None
+
+
+def _num_members(ensemble) -> int:
+  return 0 if ensemble is None else members.num_members(ensemble)

@@ -68,11 +68,15 @@ class Trainer:
     return {}
 
   def step_for(self, num_members: int, batch_size: int):
-    """(jitted step, mesh or None) for a phase of ``num_members`` members."""
+    """(jitted step, mesh or None) for a phase of ``num_members`` members. On a mesh over several
+    processes fed per process (``_Feed``), the step reads a batch split over the devices instead
+    of indexing a training set every device holds."""
     mesh = sharding.choose_mesh(num_members, batch_size, self.num_devices)
-    key = None if mesh is None else (mesh.devices.shape, tuple(d.id for d in mesh.devices.flat))
+    split_batch = _Feed.per_process(self.placement, mesh)
+    key = None if mesh is None else (mesh.devices.shape, tuple(d.id for d in mesh.devices.flat),
+                                     split_batch)
     if key not in self._steps:
-      self._steps[key] = _make_step(self, mesh)
+      self._steps[key] = _make_step(self, mesh, split_batch)
     return self._steps[key], mesh
 
 
@@ -87,13 +91,15 @@ def _init(model, seed, image_shape):
   return {"params": variables["params"], "batch_stats": variables.get("batch_stats", {})}
 
 
-def _make_step(tr: Trainer, mesh):
+def _make_step(tr: Trainer, mesh, split_batch: bool = False):
   """The step over stacked members; with a mesh, members and batches are split over devices.
 
   On a mesh each device runs the same member function on its members and its slice of their
   batch; gradients, losses and BatchNorm statistics are averaged over the data axis, and the
   augmentation of the whole batch is drawn on every device and sliced, so the result matches the
-  single-device step up to floating-point summation order.
+  single-device step up to floating-point summation order. With ``split_batch`` the images and
+  labels are the step's batch split over the devices, each device holding the rows of its
+  members and data shard, and the indices point into that block.
   """
   base_key = jax.random.key(tr.seed)
   data_axis = None if mesh is None else sharding.DATA
@@ -168,8 +174,9 @@ def _make_step(tr: Trainer, mesh):
 
   if mesh is not None:
     m, d = sharding.MEMBERS, sharding.DATA
+    pool = P((m, d)) if split_batch else P()
     step = jax.shard_map(step, mesh=mesh,
-                         in_specs=(P(m), P(m), P(), P(), P(m, d), P(m), P(), P()),
+                         in_specs=(P(m), P(m), pool, pool, P(m, d), P(m), P(), P()),
                          out_specs=(P(m), P(m)))
   return jax.jit(step, donate_argnums=0)
 
@@ -211,17 +218,78 @@ def _place(mesh, states, seeds):
   return jax.device_put((states, seeds), sharding.member_sharding(mesh))
 
 
+class _Running:
+  """A phase's members as the step advances them: one stack on a mesh, or, without one, equal
+  groups of ``size`` members (``members.group_size``; the last padded with copies of its last
+  member), each advanced by a call of the same compiled step. Dropping a member keeps ``size``:
+  the survivors are regrouped and padded, so nothing is recompiled."""
+
+  def __init__(self, trainer: Trainer, states: State, member_seeds, batch_size: int,
+               size: int | None = None):
+    self.k = members.num_members(states)
+    self.step_fn, self.mesh = trainer.step_for(self.k, batch_size)
+    seeds = jnp.asarray(member_seeds, jnp.int32)
+    if self.mesh is not None:
+      self.size = self.k
+      states, seeds = _place(self.mesh, states, seeds)
+      self.groups, self.seeds = [states], [seeds]
+    else:  # without a mesh the step is one jitted function for every member count
+      self.size = size or members.group_size(self.k, trainer.strategy)
+      self.groups = members.split_groups(states, self.size)
+      self.seeds = members.split_groups(seeds, self.size)
+
+  @property
+  def padded(self) -> bool:
+    return len(self.groups) * self.size != self.k
+
+  def pad(self, rows: np.ndarray) -> np.ndarray:
+    """Per-member rows (batch indices, learning rates) padded as the groups are."""
+    extra = len(self.groups) * self.size - self.k
+    return rows if not extra else np.concatenate([rows, np.repeat(rows[-1:], extra, axis=0)])
+
+  def step(self, images, labels, idx, lrs, t, collect):
+    """Advances every member one step; returns the metrics of the real members, ``[k]``."""
+    if len(self.groups) == 1 and not self.padded:
+      self.groups[0], out = self.step_fn(self.groups[0], self.seeds[0], images, labels, idx, lrs,
+                                         t, collect)
+      return out
+    lrs, outs = self.pad(lrs), []
+    for g in range(len(self.groups)):
+      rows = slice(g * self.size, (g + 1) * self.size)
+      self.groups[g], out = self.step_fn(self.groups[g], self.seeds[g], images, labels,
+                                         idx[rows], lrs[rows], t, collect)
+      outs.append(out)
+    return jax.tree.map(lambda *m: jnp.concatenate(m)[:self.k], *outs)
+
+  def states(self) -> State:
+    return self.groups[0] if self.mesh is not None else members.join_groups(self.groups, self.k)
+
+
 class _Feed:
-  """What the step reads each step: the whole training set on the device and the step's indices
-  into it, or, for data that does not fit there, only the step's images sent from the host, the
-  indices then being positions in that batch. The step function is the same for both."""
+  """What the step reads each step, in one of three ways (the step computes the same function):
+
+  - the whole training set on the device(s) and the step's indices into it;
+  - for data that does not fit there, the step's images gathered on the host and sent, the
+    indices then being positions in that batch;
+  - on a mesh spanning several processes (unless ``data.placement='device'``), each process
+    gathers only the rows its own devices train on: the block of device (m, d) holds the batches
+    of mesh row m's members, data shard d's part of each, and the global batch is assembled from
+    the processes' blocks (``jax.make_array_from_single_device_arrays``: a process's blocks need
+    not be contiguous in the batch). Processes whose devices hold the same data shard read the
+    same rows; the order itself is a pure function of the seeds, the same in every process.
+  """
 
   def __init__(self, split: data_lib.Split, placement: str, mesh):
     self.split, self.mesh = split, mesh
-    self.on_device = placement == "device" or (
-        placement == "auto" and data_lib.fits_on_device(split.images.nbytes))
+    self.split_batch = self.per_process(placement, mesh)
+    self.on_device = not self.split_batch and (placement == "device" or (
+        placement == "auto" and data_lib.fits_on_device(split.images.nbytes)))
     if self.on_device:
       self.images, self.labels = self._put(split.images), self._put(split.labels)
+
+  @staticmethod
+  def per_process(placement: str, mesh) -> bool:
+    return mesh is not None and jax.process_count() > 1 and placement != "device"
 
   def _put(self, x):
     return jnp.asarray(x) if self.mesh is None else jax.device_put(
@@ -231,9 +299,29 @@ class _Feed:
     """(images, labels, batch indices) for indices ``idx`` [K, B] into the split."""
     if self.on_device:
       return self.images, self.labels, jnp.asarray(idx)
+    if self.split_batch:
+      return self._blocks(idx)
     flat = idx.reshape(-1)
     local = np.arange(flat.size, dtype=np.int32).reshape(idx.shape)
     return self._put(self.split.images[flat]), self._put(self.split.labels[flat]), local
+
+  def _blocks(self, idx: np.ndarray):
+    k, b = idx.shape
+    rows_m, cols_d = self.mesh.devices.shape
+    km, bd = k // rows_m, b // cols_d
+    spec = jax.sharding.NamedSharding(self.mesh, P((sharding.MEMBERS, sharding.DATA)))
+    images, labels = [], []
+    where = spec.addressable_devices_indices_map((k * b,))
+    for device in self.mesh.local_devices:
+      (m,), (d,) = np.nonzero(self.mesh.devices == device)
+      assert where[device][0].start == (m * cols_d + d) * km * bd  # the block order assumed
+      rows = idx[m * km:(m + 1) * km, d * bd:(d + 1) * bd].reshape(-1)
+      images.append(jax.device_put(self.split.images[rows], device))
+      labels.append(jax.device_put(self.split.labels[rows], device))
+    shape = (k * b,) + self.split.images.shape[1:]
+    local = np.tile(np.arange(km * bd, dtype=np.int32).reshape(km, bd), (rows_m, cols_d))
+    return (jax.make_array_from_single_device_arrays(shape, spec, images),
+            jax.make_array_from_single_device_arrays((k * b,), spec, labels), local)
 
 
 def run_phase(trainer: Trainer, states: State, member_seeds: np.ndarray, split: data_lib.Split,
@@ -262,11 +350,13 @@ def run_phase(trainer: Trainer, states: State, member_seeds: np.ndarray, split: 
     raise ValueError(f"Phase {name!r}: batch size {batch_size} is larger than the {n} training "
                      "images; lower the batch size.")
   steps_per_epoch = n // batch_size
-  step_fn, mesh = trainer.step_for(k, batch_size)
-  states, seeds = _place(mesh, states, jnp.asarray(member_seeds, jnp.int32))
-  feed = _Feed(split, trainer.placement, mesh)
-  if mesh is not None:
-    logging.info("%s: %d member(s) on a %s mesh", name, k, dict(mesh.shape))
+  running = _Running(trainer, states, member_seeds, batch_size)
+  feed = _Feed(split, trainer.placement, running.mesh)
+  if running.mesh is not None:
+    logging.info("%s: %d member(s) on a %s mesh", name, k, dict(running.mesh.shape))
+  elif len(running.groups) > 1:
+    logging.info("%s: %d members in %d groups of %d, one compiled step for all", name, k,
+                 len(running.groups), running.size)
   if not feed.on_device:
     logging.info("%s: %.2f GB of images stay on the host; each step's batch is sent.", name,
                  split.images.nbytes / 1e9)
@@ -274,13 +364,14 @@ def run_phase(trainer: Trainer, states: State, member_seeds: np.ndarray, split: 
   orders = {}
 
   def batch_indices(t):
-    """[K, B] indices of step ``t``: each member's own seeded order of its epoch."""
+    """[K, B] indices of step ``t``: each member's own seeded order of its epoch (padded as the
+    member groups are)."""
     epoch, i = divmod(t, steps_per_epoch)
     if epoch not in orders:
       orders.clear()
       orders[epoch] = np.stack([data_order(int(s), n, batch_size, epoch) for s in member_seeds],
                                axis=1)
-    return orders[epoch][i]
+    return running.pad(orders[epoch][i])
 
   start = time.perf_counter()
   batch = feed(batch_indices(start_step)) if start_step < num_steps else None
@@ -289,7 +380,7 @@ def run_phase(trainer: Trainer, states: State, member_seeds: np.ndarray, split: 
   # tqdm's own clean-up.
   progress = report.Progress(name, num_steps, start_step)
   for t in range(start_step, num_steps):
-    states, metrics = step_fn(states, seeds, *batch, lr_table[t], t, collect[t])
+    metrics = running.step(*batch, lr_table[t], t, collect[t])
     if t == start_step:  # one synchronisation, to time compilation apart from the steps
       jax.block_until_ready(metrics)
       first_step = time.perf_counter() - start
@@ -309,16 +400,18 @@ def run_phase(trainer: Trainer, states: State, member_seeds: np.ndarray, split: 
         logging.warning("Dropping diverged member(s) %s of phase %r at step %d (loss %s); "
                         "continuing with members %s.", ids[~finite].tolist(), name, done,
                         _fmt(metrics["loss"]), ids[keep].tolist())
-        if mesh is not None:
+        states = running.states()
+        if running.mesh is not None:
           states = sharding.gather(states)
         states, ids, member_seeds = members.take(states, keep), ids[keep], member_seeds[keep]
         lr_table = lr_table[:, keep]
         metrics = {key: v[keep] for key, v in metrics.items()}
         k = len(keep)
-        step_fn, mesh = trainer.step_for(k, batch_size)
-        states, seeds = _place(mesh, states, jnp.asarray(member_seeds, jnp.int32))
-        if mesh != feed.mesh:  # the data moves only if the mesh changed
-          feed = _Feed(split, trainer.placement, mesh)
+        old_mesh = running.mesh
+        running = _Running(trainer, states, member_seeds, batch_size,
+                           size=running.size if old_mesh is None else None)
+        if running.mesh != old_mesh:  # the data moves only if the mesh changed
+          feed = _Feed(split, trainer.placement, running.mesh)
         orders.clear()
         batch = feed(batch_indices(t + 1)) if t + 1 < num_steps else None
       _check_finite(metrics["loss"], name, t, ids)
@@ -341,12 +434,13 @@ def run_phase(trainer: Trainer, states: State, member_seeds: np.ndarray, split: 
     if saving:
       if stopping and stop is not None:
         stop.announce()
-      save(states, done, history, ids.tolist())
+      save(running.states(), done, history, ids.tolist())
       if stopping:
         raise resume.Interrupted(f"Stopped in phase {name!r} after step {done}/{num_steps}; "
                                  "progress saved. Rerun the same command to resume.")
   progress.close()
-  if mesh is not None:  # gather, so that phases on different meshes can be joined
+  states = running.states()
+  if running.mesh is not None:  # gather, so that phases on different meshes can be joined
     states = sharding.gather(states)
   jax.block_until_ready(states)
   return PhaseResult(name, states, lr_table, history, ids.tolist(), time.perf_counter() - start,
@@ -376,11 +470,13 @@ def _fmt_time(seconds: float) -> str:
 
 def start_states(trainer: Trainer, phase: methods.Phase, ensemble: State | None,
                  pretrained: dict[str, Any] | None, image_shape, member_ids,
-                 ensemble_ids=None) -> State:
+                 ensemble_ids=None, carried: dict[int, Any] | None = None) -> State:
   """The stacked starting state of each member of ``phase`` (see ``methods.Start``).
 
   ``ensemble_ids[p]`` is the member id at position p of ``ensemble`` (default: p); they differ
-  once diverged members have been dropped.
+  once diverged members have been dropped. A phase that keeps the optimizer state of the member
+  it starts from reads it from ``carried[id]`` (finished members keep only their variables), or
+  from ``ensemble`` itself where that still has an ``opt_state``.
   """
   if ensemble is not None and ensemble_ids is None:
     ensemble_ids = list(range(members.num_members(ensemble)))
@@ -397,9 +493,13 @@ def start_states(trainer: Trainer, phase: methods.Phase, ensemble: State | None,
         raise ValueError(f"Phase {phase.name!r} starts from member {start.index}, which diverged "
                          "and was dropped; lower the learning rate.")
       source = members.take(ensemble, ensemble_ids.index(start.index))
-      keep_opt = not phase.reset_optimizer
-      variables.append(source if keep_opt else
-                       {"params": source["params"], "batch_stats": source["batch_stats"]})
+      variables.append({"params": source["params"], "batch_stats": source["batch_stats"]})
+      if not phase.reset_optimizer:
+        opt_state = (carried or {}).get(start.index, source.get("opt_state"))
+        if opt_state is None:
+          raise ValueError(f"Phase {phase.name!r} continues member {start.index}'s optimizer "
+                           "state, which was not kept.")
+        variables[-1]["opt_state"] = opt_state
     else:
       raise ValueError(f"Unknown start kind {start.kind!r}.")
   stacked = members.stack(variables)
@@ -421,6 +521,12 @@ def finish_average(trainer: Trainer, states: State, split: data_lib.Split,
   return {"params": params, "batch_stats": stats, "opt_state": states["opt_state"]}
 
 
+def _continued_optimizers(plan: list[methods.Phase], after: int) -> set[int]:
+  """Members whose optimizer state a phase after phase ``after`` continues (FGE's cycles)."""
+  return {s.index for phase in plan[after + 1:] if not phase.reset_optimizer
+          for s in phase.starts if s.kind == "member"}
+
+
 def run_plan(trainer: Trainer, plan: list[methods.Phase], split: data_lib.Split,
              batch_size: int, pretrained: dict[str, Any] | None = None, log_every: int = 50,
              writer=None, checkpointer: resume.RunCheckpointer | None = None, save_every: int = 0,
@@ -429,13 +535,26 @@ def run_plan(trainer: Trainer, plan: list[methods.Phase], split: data_lib.Split,
   """Runs the phases in order; returns the ensemble (members in plan order) and each phase.
 
   With a ``checkpointer`` the progress is saved every ``save_every`` steps, at every phase
-  boundary and on a stop request, and a rerun continues from the latest saved point.
+  boundary and on a stop request (in the background, waited for before returning or raising),
+  and a rerun continues from the latest saved point. The returned ensemble holds each member's
+  ``params`` and ``batch_stats``.
   """
+  if checkpointer is None:
+    return _run_plan(trainer, plan, split, batch_size, pretrained, log_every, writer, None,
+                     save_every, stop, drop_diverged)
+  with checkpointer:  # a pending save is finished (or its failure raised) before leaving
+    return _run_plan(trainer, plan, split, batch_size, pretrained, log_every, writer,
+                     checkpointer, save_every, stop, drop_diverged)
+
+
+def _run_plan(trainer, plan, split, batch_size, pretrained, log_every, writer, checkpointer,
+              save_every, stop, drop_diverged):
   progress = checkpointer.restore() if checkpointer else None
   if progress is None:
     progress = resume.Progress(0, 0, None, None, [])
   ensemble, results, step_offset, first = progress.ensemble, [], 0, 0
   histories, ensemble_ids = progress.histories, list(progress.ensemble_ids)
+  carried = dict(progress.carried)
   for phase_index, phase in enumerate(plan):
     ids = list(range(first, first + phase.num_members))
     lr_table = schedules.table(phase.schedules, phase.num_steps)
@@ -453,7 +572,8 @@ def run_plan(trainer: Trainer, plan: list[methods.Phase], split: data_lib.Split,
       alive = progress.alive if resuming else ids
       cols = [ids.index(i) for i in alive]
       states = progress.states if resuming else start_states(
-          trainer, phase, ensemble, pretrained, split.images.shape[1:], ids, ensemble_ids)
+          trainer, phase, ensemble, pretrained, split.images.shape[1:], ids, ensemble_ids,
+          carried)
       start_step = progress.step if resuming else 0
       if len(histories) <= phase_index:
         histories.append([])
@@ -464,7 +584,7 @@ def run_plan(trainer: Trainer, plan: list[methods.Phase], split: data_lib.Split,
       def save(states, done, history, alive, phase_index=phase_index):
         histories[phase_index] = history
         checkpointer.save(resume.Progress(phase_index, done, ensemble, states, histories,
-                                          ensemble_ids, alive))
+                                          ensemble_ids, alive, carried), block=False)
 
       result = run_phase(trainer, states, seeds[cols], split, lr_table[:, cols], batch_size,
                          phase.name, member_ids=alive, log_every=log_every, writer=writer,
@@ -477,11 +597,16 @@ def run_plan(trainer: Trainer, plan: list[methods.Phase], split: data_lib.Split,
         result.states = finish_average(trainer, result.states, split, batch_size)
       histories[phase_index] = result.history
       results.append(result)
-      ensemble = members.concat([ensemble, result.states])
+      finished = {"params": result.states["params"], "batch_stats": result.states["batch_stats"]}
+      ensemble = members.concat([ensemble, finished])
       ensemble_ids += result.member_ids
+      continued = _continued_optimizers(plan, phase_index)
+      carried = {i: s for i, s in carried.items() if i in continued}
+      carried.update({i: members.take(result.states["opt_state"], p)
+                      for p, i in enumerate(result.member_ids) if i in continued})
       if checkpointer:
         checkpointer.save(resume.Progress(phase_index + 1, 0, ensemble, None, histories,
-                                          ensemble_ids))
+                                          ensemble_ids, None, carried), block=False)
       if sharding.any_process(stop is not None and stop.requested):
         if stop is not None:
           stop.announce()

@@ -302,3 +302,30 @@ def test_learned_soup_with_no_training_is_the_uniform_soup_through_the_pipeline(
   config.eval.learned_soup_epochs = 5
   trained = api.make_soups(config, synthetic, ens)["learned"]
   assert trained["scale"] != 1.0 and len(trained["weights"]) == 3
+
+
+def test_fge_resumes_with_the_carried_momentum(synthetic, tmp_path):
+  """FGE's later cycles continue the previous member's momentum; finished members are stored
+  without optimizer state, so the progress checkpoint carries the one momentum still needed."""
+  config = tiny_config("fge", members=3)
+  trainer = _trainer(config, synthetic, synthetic.num_target_classes)
+  b = methods.Budget(num_members=3, steps_per_epoch=3, epochs=1.0, lr=0.05, fge_cycle_epochs=1)
+  plan = methods.build_plan("fge", b)
+  assert not plan[2].reset_optimizer
+  pre = _pretrained(config, synthetic)
+  reference, _ = train.run_plan(trainer, plan, synthetic.target_train, 8, pretrained=pre)
+  v = trainer.init_variables(0, synthetic.image_shape)
+  template = {**v, "opt_state": trainer.tx.init(v["params"])}
+  # 3 steps of fine-tuning, a check after the phase, 1 step of cycle 1, the stop after it.
+  with pytest.raises(resume.Interrupted, match="Stopped after phase 'fge_cycle_1'"):
+    train.run_plan(trainer, plan, synthetic.target_train, 8, pretrained=pre,
+                   checkpointer=resume.RunCheckpointer(str(tmp_path / "ck"), template),
+                   stop=_StopAfter(5))
+  progress = resume.RunCheckpointer(str(tmp_path / "ck"), template).restore()
+  assert (progress.phase, progress.step, progress.states) == (2, 0, None)
+  assert sorted(progress.carried) == [1]  # member 0's momentum is needed by no later phase
+  assert any(np.any(np.asarray(x) != 0) for x in jax.tree.leaves(progress.carried[1]))
+  assert "opt_state" not in progress.ensemble
+  resumed, _ = train.run_plan(trainer, plan, synthetic.target_train, 8, pretrained=pre,
+                              checkpointer=resume.RunCheckpointer(str(tmp_path / "ck"), template))
+  _assert_trees_equal(resumed, reference)

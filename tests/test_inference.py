@@ -1,5 +1,6 @@
 import jax
 import numpy as np
+import pytest
 
 from conftest import tiny_config
 from starsse_jax import api, inference, members, metrics, models
@@ -63,3 +64,17 @@ def test_soups_on_a_trained_ensemble(synthetic):
   results = api.evaluate(config, synthetic, ens)
   assert set(results["soups"]) == {"uniform", "greedy"}
   assert len(results["test"]["size_curve"]) == 3
+
+
+@pytest.mark.parametrize("num_batches,processes", [(5, 2), (1, 2), (8, 3), (7, 1)])
+def test_process_shares_cover_every_batch_once_in_equal_steps(monkeypatch, num_batches,
+                                                                processes):
+  shares = []
+  for rank in range(processes):
+    monkeypatch.setattr(jax, "process_count", lambda: processes)
+    monkeypatch.setattr(jax, "process_index", lambda rank=rank: rank)
+    shares.append(inference.share(num_batches))
+  assert len({len(s) for s in shares}) == 1  # every process runs the same number of steps
+  joined = [b for s in shares for b in s]
+  assert [b for b in joined if b >= 0] == list(range(num_batches))  # in order, each once
+  assert all(b == -1 for b in joined[num_batches:])  # padding only after the last batch

@@ -65,3 +65,12 @@ def test_auto_strategy_avoids_vmap():
   assert members.resolve_strategy("auto", 32, "gpu") == "map"
   with pytest.raises(ValueError, match="Unknown member strategy"):
     members.resolve_strategy("pmap", 2)
+
+
+def test_split_groups_pads_with_the_last_member_and_join_undoes_it():
+  tree = {"w": jnp.arange(7 * 2, dtype=jnp.float32).reshape(7, 2)}
+  groups = members.split_groups(tree, 3)
+  assert [members.num_members(g) for g in groups] == [3, 3, 3]
+  np.testing.assert_array_equal(groups[2]["w"], tree["w"][np.array([6, 6, 6])])
+  np.testing.assert_array_equal(members.join_groups(groups, 7)["w"], tree["w"])
+  assert members.split_groups(tree, 7)[0]["w"].shape == (7, 2)

@@ -1,7 +1,9 @@
-"""A run over two processes (4 forced CPU devices each, gloo collectives) trains like one process
-with 8 devices, and a run whose processes are killed resumes exactly when all are restarted."""
+"""A run over two processes (4 forced CPU devices each, gloo collectives), each reading only the
+training rows its devices need, trains like one process with 8 devices and evaluates exactly as
+it; a run whose processes are killed resumes exactly when all are restarted."""
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -89,12 +91,22 @@ def test_two_processes_train_like_one_with_eight_devices(tmp_path):
     codes = procs.wait(600)
     assert codes == [0, 0], procs.text(0)[-3000:] + procs.text(1)[-3000:]
     assert "process 0 of 2 done" in procs.text(0) and "process 1 of 2 done" in procs.text(1)
+    # Each process read only the rows its own devices train on: half of every step's batch.
+    for i in range(2):
+      read, needed = map(int, re.search(r"read (\d+) of (\d+) training rows",
+                                        procs.text(i)).groups())
+      assert read == needed // 2, procs.text(i)[-2000:]
   a, b = np.load(single), np.load(tmp_path / "multi.npz")
   assert sorted(a.files) == sorted(b.files) and any(f.startswith("k4_") for f in a.files)
   # K=8: one member per device, 4 per process. K=4: 4 members x 2 data shards, the data axis
   # within a process and the members axis across both (BatchNorm statistics synchronised).
   for key in a.files:
     np.testing.assert_allclose(b[key], a[key], atol=1e-4, err_msg=key)
+  # Evaluation split across the processes equals one process computing it all.
+  assert a["eval_probs"].shape[1] == 40 and any(f.startswith("eval_stats_") for f in a.files)
+  for key in (f for f in a.files if f.startswith("eval_")):
+    np.testing.assert_allclose(b[key], a[key], rtol=0, atol=1e-6, err_msg=key)
+  np.testing.assert_array_equal(b["eval_metrics"], a["eval_metrics"])
 
 
 def _cli(workdir, *extra):

@@ -2,6 +2,7 @@
 evaluation end it at once. SIGKILL at random points, on every method: ``test_resume_methods``."""
 import glob
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -138,3 +139,48 @@ def test_sweep_stopped_after_training_a_seed_does_not_evaluate_it(tmp_path, monk
   monkeypatch.setattr(sweep, "evaluate_seed", lambda *a, **k: pytest.fail("evaluated"))
   with pytest.raises(resume.Interrupted, match="Stopped before evaluating seed 0"):
     sweep.run_sweep(config, str(tmp_path), data=synthetic_transfer(), stop=stop)
+
+
+def _bytes(directory):
+  return sum(os.path.getsize(os.path.join(root, f)) for root, _, files in os.walk(directory)
+             for f in files)
+
+
+def test_progress_saves_do_not_grow_with_finished_members(tmp_path, monkeypatch):
+  """Finished members are written once, without optimizer state; a progress save holds only the
+  members still training, so its size does not depend on how many have finished."""
+  template = _template(32)  # members large enough that orbax's own files are small beside them
+  active = members.stack([template, template])
+  written = []
+  save = checkpoint.save
+  monkeypatch.setattr(checkpoint, "save", lambda d, *a: (written.append(d), save(d, *a))[1])
+  with resume.RunCheckpointer(str(tmp_path / "ck"), template) as ck:
+    ck.save(resume.Progress(1, 2, members.stack([template]), active, [[], []], [0], [1, 2]),
+            block=False)
+    ck.wait()
+    assert len(written) == 1
+    many = members.stack([template] * 6)
+    ck.save(resume.Progress(2, 2, many, active, [[], [], []], [0, 1, 2, 3, 4, 5], [6, 7]))
+  assert len(written) == 6  # member 0 was not written again
+  few = _bytes(tmp_path / "ck" / str(10 ** 9 + 2))
+  more = _bytes(tmp_path / "ck" / str(2 * 10 ** 9 + 2))
+  one_member = sum(np.asarray(x).nbytes for x in jax.tree.leaves(
+      {"params": template["params"], "batch_stats": template["batch_stats"]}))
+  assert abs(more - few) < one_member / 4, (few, more, one_member)
+  assert not glob.glob(str(tmp_path / "ck" / "*" / "**" / "opt_state*"), recursive=True)
+  progress = resume.RunCheckpointer(str(tmp_path / "ck"), template).restore()
+  assert progress.ensemble_ids == [0, 1, 2, 3, 4, 5] and progress.alive == [6, 7]
+  jax.tree.map(np.testing.assert_array_equal, progress.ensemble,
+               {"params": many["params"], "batch_stats": many["batch_stats"]})
+  jax.tree.map(np.testing.assert_array_equal, progress.states, active)
+
+
+def test_a_missing_member_file_falls_back_to_the_previous_progress(tmp_path):
+  template = _template(4)
+  active = members.stack([template])
+  with resume.RunCheckpointer(str(tmp_path / "ck"), template) as ck:
+    ck.save(resume.Progress(0, 2, None, active, [[]], [], [0]))
+    ck.save(resume.Progress(1, 0, active, None, [[]], [0]))
+  shutil.rmtree(tmp_path / "ck" / "members" / "00000")
+  progress = resume.RunCheckpointer(str(tmp_path / "ck"), template).restore()
+  assert (progress.phase, progress.step) == (0, 2)

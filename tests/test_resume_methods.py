@@ -15,6 +15,7 @@ import sys
 import tempfile
 import time
 
+import jax
 import numpy as np
 import pytest
 
@@ -134,6 +135,12 @@ def test_sigkill_twice_then_resume_is_exact(kind, tmp_path):
 
 
 def _ensemble(kind, workdir):
+  """Every finished member's arrays, from the files each member is written to once."""
   (directory,) = glob.glob(os.path.join(workdir, "checkpoints", f"{kind}-*"))
-  with checkpoint.manager(directory) as mngr:
-    return checkpoint.restore_step(mngr, mngr.latest_step())["state"]["ensemble"]
+  arrays = {}
+  for path in sorted(glob.glob(os.path.join(directory, "members", "*"))):
+    variables, _ = checkpoint.restore(path)
+    for key, leaf in jax.tree_util.tree_flatten_with_path(variables)[0]:
+      arrays[os.path.basename(path) + jax.tree_util.keystr(key)] = np.asarray(leaf)
+  assert arrays, f"no member files under {directory}"
+  return arrays

@@ -197,6 +197,8 @@ def test_diverged_member_is_dropped_when_asked(synthetic):
   assert members.num_members(result.states) == 1 and result.lr_table.shape == (6, 1)
   assert all(np.all(np.isfinite(np.asarray(x))) for x in jax.tree.leaves(result.states["params"]))
   assert "loss/member_6" in result.history[0] and "loss/member_6" not in result.history[-1]
+  # The survivor kept running in a group of the phase's size: the step compiled once.
+  assert trainer.step_for(2, 8)[0]._cache_size() == 1  # pylint: disable=protected-access
 
 
 def test_a_phase_cannot_start_from_a_dropped_member(synthetic):
@@ -213,3 +215,26 @@ def test_a_phase_cannot_start_from_a_dropped_member(synthetic):
                                      pretrained=_pretrained(config, synthetic), log_every=1,
                                      drop_diverged=True)
   assert results[0].member_ids == [0] and members.num_members(ensemble) == 1
+
+
+def test_a_large_phase_runs_as_groups_of_one_compiled_step_like_one_program(synthetic,
+                                                                             monkeypatch):
+  """K = 11 members run as 3 groups of 4 (the last padded with a copy) through one compiled
+  step, and train as the same 11 members in one unrolled program do."""
+  assert members.group_size(11, "auto", "gpu") == 11  # accelerators: one program per phase
+  config = tiny_config()
+  pre = _pretrained(config, synthetic)
+  plan = methods.build_plan("local_de", _budget(11))
+  assert members.group_size(11, "auto", "cpu") == 4 and members.group_size(10, "auto", "cpu") == 10
+  runs = {}
+  for name, limit in (("grouped", members._MAX_ONE_PROGRAM), ("one", 11)):  # pylint: disable=protected-access
+    monkeypatch.setattr(members, "_MAX_ONE_PROGRAM", limit)
+    trainer = _trainer(config, synthetic, synthetic.num_target_classes)
+    runs[name], results = train.run_plan(trainer, plan, synthetic.target_train, 8,
+                                         pretrained=pre)
+    assert results[0].member_ids == list(range(11))
+    step = trainer.step_for(11, 8)[0]
+    assert step._cache_size() == 1  # pylint: disable=protected-access
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-6),
+               runs["grouped"], runs["one"])
+  assert members.num_members(runs["grouped"]) == 11

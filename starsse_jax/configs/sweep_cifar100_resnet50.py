@@ -6,8 +6,10 @@
 Data, model and fine-tuning protocol as ``configs/cifar100_resnet50.py`` (read its docstring for
 preparing CIFAR-100); the grid as ``configs/sweep.py``. A StarSSE phase holds 4 x 5 = 20 members;
 above 8 members the ``auto`` strategy runs them with ``lax.map``, one member's activations in
-memory at a time, so the phase fits one GPU; the finished members of a seed (170, with their
-momentum: about 35 GB for ResNet-50) stay on the device, so use an 80 GB GPU or several devices.
+memory at a time, so the phase fits one GPU; the finished members of a seed (50, weights and
+BatchNorm statistics only: about 4.7 GB for ResNet-50) stay on the device. Each finished member is
+written once to the checkpoint directory; a progress save holds the members still training
+(``experiments/bench_checkpoints.py`` projects about 10 GB written per seed).
 CKPT must hold 5 pre-trained checkpoints (Global DE).
 Not run by this project yet.
 """
