@@ -140,15 +140,23 @@ def recompute_batch_stats(model, params: Any, template_stats: Any, images: np.nd
   fn = _batch_stats_fn(model, strategy, image_size, resize)
   batch_size = min(batch_size, len(images))
   num_batches = len(images) // batch_size  # full batches only: equal weights
-  per_batch = [fn(params, template_stats, jnp.asarray(_batch(images, max(b, 0), batch_size)),
-                  mean, std) for b in share(num_batches)]
-  if jax.process_count() > 1:  # every process's batches, in batch order, padding dropped
-    leaves, treedef = jax.tree.flatten(per_batch[0])
-    stacked = [_gather_batches(np.stack([np.asarray(jax.tree.leaves(t)[i]) for t in per_batch]),
-                               axis=0)[:num_batches] for i in range(len(leaves))]
-    per_batch = [jax.tree.unflatten(treedef, [jnp.asarray(x[b]) for x in stacked])
-                 for b in range(num_batches)]
-  total = per_batch[0]
-  for stats in per_batch[1:]:  # summed in batch order, however many processes computed them
-    total = jax.tree.map(jnp.add, total, stats)
-  return jax.tree.map(lambda s: s / num_batches, total)
+  batch = lambda b: jnp.asarray(_batch(images, max(b, 0), batch_size))
+  if jax.process_count() == 1:
+    total = None
+    for b in range(num_batches):
+      stats = fn(params, template_stats, batch(b), mean, std)
+      total = stats if total is None else jax.tree.map(jnp.add, total, stats)
+    return jax.tree.map(lambda s: s / num_batches, total)
+  # Several processes: each one's per-batch statistics go to the host, are gathered from all, and
+  # are summed in batch order, one add at a time, as the single process sums them.
+  local = [jax.tree.map(np.asarray, fn(params, template_stats, batch(b), mean, std))
+           for b in share(num_batches)]
+  leaves, treedef = jax.tree.flatten(local[0])
+  sums = []
+  for i in range(len(leaves)):
+    every = _gather_batches(np.stack([jax.tree.leaves(t)[i] for t in local]), 0)[:num_batches]
+    acc = every[0]
+    for x in every[1:]:
+      acc = acc + x
+    sums.append(jnp.asarray(acc / num_batches))
+  return jax.tree.unflatten(treedef, sums)

@@ -154,12 +154,13 @@ class RunCheckpointer:
     new = [p for p, i in enumerate(ids) if i not in self._written]
     if not new:
       return
-    host = jax.device_get(_member_variables(progress.ensemble))
-    for p in new:
+    # Only the new members come to the host (the others may be many, and large).
+    host = jax.device_get(members.take(_member_variables(progress.ensemble), new))
+    for j, p in enumerate(new):
       path = self.member_directory(ids[p])
       # A member left by an attempt that stopped before its phase's progress save is replaced.
       shutil.rmtree(path, ignore_errors=True)
-      checkpoint.save(path, 0, jax.tree.map(lambda x, p=p: x[p], host), {"member": ids[p]})
+      checkpoint.save(path, 0, jax.tree.map(lambda x, j=j: x[j], host), {"member": ids[p]})
       self._written.add(ids[p])
 
   def save(self, progress: Progress, block: bool = True) -> None:
