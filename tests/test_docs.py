@@ -89,7 +89,8 @@ RULES = [
     Rule(r"apt-get update && apt-get install -y dataset-fashion-mnist python3-venv && .*"
          r"\.venv/bin/python -m starsse_jax\.main --config=starsse --workdir=runs/starsse", "run",
          tuple(TINY)),
-    Rule(r"apt-get update && .* python3-torchvision chromium && .* -m pytest -q tests", "checked",
+    Rule(r"apt-get update && .* python3-torchvision chromium && .* -m pytest -q -n 2 --dist loadfile "
+         r"tests", "checked",
          why="CI's own command: .ci/run runs it verbatim (test_ci_runs_the_readme_test_command)"),
     Rule(r"(\.venv/bin/)?python -m starsse_jax\.main --config=\w+ --workdir=\S+", "run", tuple(TINY)),
     Rule(r"starsse-jax --config=\w+ --workdir=\S+( --config\.\S+)*", "run", tuple(TINY)),
@@ -99,7 +100,8 @@ RULES = [
              "installs the wheel and runs the console script"),
     Rule(r"python -m starsse_jax\.config_docs( > docs/configuration\.md)?", "run"),
     Rule(r"mkdocs build --strict", "run"),
-    Rule(r"python -m pytest -q( -m \"not slow\")? tests", "run", ("--collect-only",)),
+    Rule(r"python -m pytest -q( -n 2 --dist loadfile| -m \"not slow\")? tests", "run",
+         ("--collect-only",)),
     Rule(r"bash \.ci/run", "checked", why="CI itself (test_ci_runs_the_readme_test_command)"),
     Rule(r"python -m starsse_jax\.main --config=paper/supervised_cifar100:starsse .*"
          r"--config\.pretrain\.checkpoint=resnet50-0676ba61\.pth .*", "run", tuple(TINY),
