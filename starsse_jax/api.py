@@ -244,14 +244,13 @@ def pretrain(config, data: TransferData, workdir: str | None = None, writer=None
   plan = methods.pretrain_plan(needed, len(data.source_train) // pt.batch_size, pt.epochs, pt.lr,
                                pt.warmup_epochs, pt.warmup_lr, pt.schedule_unit == "epoch")
   logging.info("Pre-training %d model(s) on %d source images.", needed, len(data.source_train))
-  states, _ = train.run_plan(
+  variables, _ = train.run_plan(
       trainer, plan, data.source_train, config.pretrain.batch_size,
       log_every=config.log_every_steps, writer=writer,
       checkpointer=_checkpointer(config, trainer, data, workdir, "pretrain",
                                  ("seed", "data", "model", "pretrain")),
       save_every=config.checkpoint_every_steps, stop=stop,
       drop_diverged=config.drop_diverged_members)
-  variables = {"params": states["params"], "batch_stats": states["batch_stats"]}
   if directory:
     checkpoint.save(directory, 0, variables, {
         "model": config.model.to_dict(), "num_checkpoints": needed,
@@ -287,7 +286,7 @@ def finetune(config, data: TransferData, pretrained: dict[str, Any], writer=None
   model = models.build_model(config.model, data.num_target_classes)
   trainer = _trainer(config, model, data, ft)
   checkpointer = _checkpointer(config, trainer, data, workdir, config.method)
-  states, phases = train.run_plan(trainer, plan, data.target_train, ft.batch_size,
+  variables, phases = train.run_plan(trainer, plan, data.target_train, ft.batch_size,
                                   pretrained=pretrained, log_every=config.log_every_steps,
                                   writer=writer, checkpointer=checkpointer,
                                   save_every=config.checkpoint_every_steps, stop=stop,
@@ -300,7 +299,6 @@ def finetune(config, data: TransferData, pretrained: dict[str, Any], writer=None
                        "lr_table": phase.lr_table, "history": phase.history,
                        "seconds": phase.seconds, "first_step_seconds": phase.first_step_seconds})
     first += planned.num_members
-  variables = {"params": states["params"], "batch_stats": states["batch_stats"]}
   if plan[-1].name != methods.BASELINE_PHASE:
     return Ensemble(model, variables, names, phase_info)
   # Stacked positions (not plan ids: diverged members may have been dropped) of each ensemble.

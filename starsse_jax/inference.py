@@ -149,14 +149,14 @@ def recompute_batch_stats(model, params: Any, template_stats: Any, images: np.nd
     return jax.tree.map(lambda s: s / num_batches, total)
   # Several processes: each one's per-batch statistics go to the host, are gathered from all, and
   # are summed in batch order, one add at a time, as the single process sums them.
-  local = [jax.tree.map(np.asarray, fn(params, template_stats, batch(b), mean, std))
-           for b in share(num_batches)]
-  leaves, treedef = jax.tree.flatten(local[0])
-  sums = []
-  for i in range(len(leaves)):
-    every = _gather_batches(np.stack([jax.tree.leaves(t)[i] for t in local]), 0)[:num_batches]
+  local = [fn(params, template_stats, batch(b), mean, std) for b in share(num_batches)]
+  stacked = jax.tree.map(lambda *xs: np.stack([np.asarray(x) for x in xs]), *local)
+
+  def in_order(per_batch):
+    every = _gather_batches(per_batch, 0)[:num_batches]
     acc = every[0]
     for x in every[1:]:
       acc = acc + x
-    sums.append(jnp.asarray(acc / num_batches))
-  return jax.tree.unflatten(treedef, sums)
+    return jnp.asarray(acc / num_batches)
+
+  return jax.tree.map(in_order, stacked)

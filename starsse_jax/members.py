@@ -136,14 +136,23 @@ def group_size(k: int, strategy: str, backend: str | None = None) -> int:
   return chunking(k, _GROUP)[1]
 
 
+def pad_members(tree: Any, total: int) -> Any:
+  """``tree``'s members followed by copies of its last member up to ``total`` (numpy leaves
+  stay numpy)."""
+  def pad(leaf):
+    extra = total - leaf.shape[0]
+    if not extra:
+      return leaf
+    xp = np if isinstance(leaf, np.ndarray) else jnp
+    return xp.concatenate([leaf, xp.repeat(leaf[-1:], extra, axis=0)])
+
+  return jax.tree.map(pad, tree)
+
+
 def split_groups(tree: Any, size: int) -> list[Any]:
   """Stacked members as groups of ``size``; the last is padded with copies of the last member."""
-  k = num_members(tree)
-  groups = -(-k // size)
-  pad = groups * size - k
-  if pad:
-    tree = jax.tree.map(lambda leaf: jnp.concatenate([leaf, jnp.repeat(leaf[-1:], pad, axis=0)]),
-                        tree)
+  groups = -(-num_members(tree) // size)
+  tree = pad_members(tree, groups * size)
   return [jax.tree.map(lambda leaf, g=g: leaf[g * size:(g + 1) * size], tree)
           for g in range(groups)]
 
@@ -159,10 +168,7 @@ def _chunked(fn, args, k: int):
   members, so compile time stays flat in K. K pads to whole groups by repeating the last member;
   the copies' outputs are dropped (their extra compute is at most groups - 1 members)."""
   groups, chunk = chunking(k)
-  pad = groups * chunk - k
-  padded = jax.tree.map(
-      lambda leaf: jnp.concatenate([leaf, jnp.repeat(leaf[-1:], pad, axis=0)]) if pad else leaf,
-      args)
+  padded = pad_members(args, groups * chunk)
   grouped = jax.tree.map(lambda leaf: leaf.reshape((groups, chunk) + leaf.shape[1:]), padded)
   out = jax.lax.map(lambda a: stack([fn(*take(a, i)) for i in range(chunk)]), grouped)
   return jax.tree.map(lambda leaf: leaf.reshape((groups * chunk,) + leaf.shape[2:])[:k], out)

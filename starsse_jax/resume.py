@@ -120,7 +120,7 @@ def _flatten(tree) -> dict[str, Any]:
   return {} if tree is None else {f"{i:05d}": leaf for i, leaf in enumerate(jax.tree.leaves(tree))}
 
 
-def _member_variables(state) -> dict[str, Any]:
+def member_variables(state) -> dict[str, Any]:
   """What a finished member keeps: its weights and BatchNorm statistics."""
   return {"params": state["params"], "batch_stats": state["batch_stats"]}
 
@@ -148,14 +148,13 @@ class RunCheckpointer:
   def member_directory(self, member_id: int) -> str:
     return os.path.join(self.directory, "members", f"{member_id:05d}")
 
-  def _write_members(self, progress: Progress) -> None:
+  def _write_members(self, progress: Progress, ids: list[int]) -> None:
     """Writes the finished members not yet on disk (each once, weights and statistics only)."""
-    ids = list(progress.ensemble_ids) or list(range(_num_members(progress.ensemble)))
     new = [p for p, i in enumerate(ids) if i not in self._written]
     if not new:
       return
     # Only the new members come to the host (the others may be many, and large).
-    host = jax.device_get(members.take(_member_variables(progress.ensemble), new))
+    host = jax.device_get(members.take(member_variables(progress.ensemble), new))
     for j, p in enumerate(new):
       path = self.member_directory(ids[p])
       # A member left by an attempt that stopped before its phase's progress save is replaced.
@@ -167,12 +166,12 @@ class RunCheckpointer:
     """Writes the finished members new since the last save, then the progress; with ``block``
     False the progress is written in the background (see the class docstring)."""
     self.wait()  # a failed background save is reported before anything new is written
-    self._write_members(progress)
+    ids = list(progress.ensemble_ids) or list(range(_num_members(progress.ensemble)))
+    self._write_members(progress, ids)
     carried = {str(i): _flatten(s) for i, s in progress.carried.items()}
     state = {"states": _flatten(progress.states), "carried": carried}
     meta = {"phase": progress.phase, "step": progress.step, "histories": progress.histories,
-            "ensemble_ids": list(progress.ensemble_ids) or list(
-                range(_num_members(progress.ensemble))),
+            "ensemble_ids": ids,
             "alive": progress.alive, "carried": sorted(progress.carried),
             "averaging": progress.states is not None and "average" in progress.states}
     step_id = progress.phase * 10 ** 9 + progress.step  # orders checkpoints across phases
@@ -224,7 +223,7 @@ class RunCheckpointer:
     """The stacked finished members ``ids`` from their files, or None for none."""
     if not ids:
       return None
-    template = _member_variables(self.template)
+    template = member_variables(self.template)
     loaded = []
     for i in ids:
       path = self.member_directory(i)
@@ -254,7 +253,6 @@ class RunCheckpointer:
         more = "the previous one" if i + 1 < len(steps) else "none (starting over)"
         logging.error("%s is unreadable (%s: %s); using %s.", where.capitalize(),
                       type(e).__name__, str(e)[:200], more)
-        self._written.clear()
         continue
       averaging = meta.get("averaging", False)
       phase_template = self.template

@@ -82,11 +82,11 @@ def train_seed(config, data: TransferData, pretrained, seed: int, workdir: str |
   checkpointer = api._checkpointer(c, trainer, data, workdir, f"sweep-seed{seed}")  # pylint: disable=protected-access
   logging.info("Seed %d: %d phases, %d members (Local DE from pre-trained checkpoint %d).", seed,
                len(plan.phases), sum(p.num_members for p in plan.phases), local)
-  states, _ = train.run_plan(trainer, plan.phases, data.target_train, ft.batch_size,
+  variables, _ = train.run_plan(trainer, plan.phases, data.target_train, ft.batch_size,
                              pretrained=pretrained, log_every=c.log_every_steps,
                              checkpointer=checkpointer, save_every=c.checkpoint_every_steps,
                              stop=stop)
-  return model, {"params": states["params"], "batch_stats": states["batch_stats"]}, plan
+  return model, variables, plan
 
 
 def predict_all(config, data: TransferData, model, variables, images, chunk: int = 10):

@@ -6,6 +6,7 @@ shared by all of them, pre-training included.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import logging
@@ -244,8 +245,7 @@ class _Running:
 
   def pad(self, rows: np.ndarray) -> np.ndarray:
     """Per-member rows (batch indices, learning rates) padded as the groups are."""
-    extra = len(self.groups) * self.size - self.k
-    return rows if not extra else np.concatenate([rows, np.repeat(rows[-1:], extra, axis=0)])
+    return members.pad_members(rows, len(self.groups) * self.size)
 
   def step(self, images, labels, idx, lrs, t, collect):
     """Advances every member one step; returns the metrics of the real members, ``[k]``."""
@@ -493,7 +493,7 @@ def start_states(trainer: Trainer, phase: methods.Phase, ensemble: State | None,
         raise ValueError(f"Phase {phase.name!r} starts from member {start.index}, which diverged "
                          "and was dropped; lower the learning rate.")
       source = members.take(ensemble, ensemble_ids.index(start.index))
-      variables.append({"params": source["params"], "batch_stats": source["batch_stats"]})
+      variables.append(resume.member_variables(source))
       if not phase.reset_optimizer:
         opt_state = (carried or {}).get(start.index, source.get("opt_state"))
         if opt_state is None:
@@ -539,10 +539,8 @@ def run_plan(trainer: Trainer, plan: list[methods.Phase], split: data_lib.Split,
   and a rerun continues from the latest saved point. The returned ensemble holds each member's
   ``params`` and ``batch_stats``.
   """
-  if checkpointer is None:
-    return _run_plan(trainer, plan, split, batch_size, pretrained, log_every, writer, None,
-                     save_every, stop, drop_diverged)
-  with checkpointer:  # a pending save is finished (or its failure raised) before leaving
+  # A pending save is finished (or its failure raised) before leaving.
+  with checkpointer or contextlib.nullcontext():
     return _run_plan(trainer, plan, split, batch_size, pretrained, log_every, writer,
                      checkpointer, save_every, stop, drop_diverged)
 
@@ -597,8 +595,7 @@ def _run_plan(trainer, plan, split, batch_size, pretrained, log_every, writer, c
         result.states = finish_average(trainer, result.states, split, batch_size)
       histories[phase_index] = result.history
       results.append(result)
-      finished = {"params": result.states["params"], "batch_stats": result.states["batch_stats"]}
-      ensemble = members.concat([ensemble, finished])
+      ensemble = members.concat([ensemble, resume.member_variables(result.states)])
       ensemble_ids += result.member_ids
       continued = _continued_optimizers(plan, phase_index)
       carried = {i: s for i, s in carried.items() if i in continued}
