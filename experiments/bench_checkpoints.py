@@ -105,6 +105,7 @@ def project(config_name: str) -> dict:
   import jax  # pylint: disable=g-import-not-at-top
   import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
   import numpy as np  # pylint: disable=g-import-not-at-top
+  sys.path.insert(0, REPO)
   from starsse_jax import configs, methods, models, optimizers  # pylint: disable=g-import-not-at-top
   config = configs.load(config_name)
   d, ft = config.data, config.finetune

@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import ml_collections
 
-from starsse_jax import conv, data as data_lib, members, methods, models, optimizers, sources, weights
+from starsse_jax import (conv, data as data_lib, members, methods, models, optimizers, pretrained,
+                         sources, weights)
 
 
 def base_config() -> ml_collections.ConfigDict:
@@ -37,7 +38,10 @@ def base_config() -> ml_collections.ConfigDict:
   c.data.flip = True  # random horizontal flips in training
   c.data.resize = "bilinear"  # how crops are resized to data.image_size: 'bilinear' or 'bicubic'
   c.data.stored_size = 0  # N > 0: images resized (shorter side) + centre-cropped to N x N on load
-  c.data.cache_dir = ""  # decoded image folders (default ~/.cache/starsse_jax)
+  c.data.cache_dir = ""  # decoded image folders and data streamed from disk (~/.cache/starsse_jax)
+  # Images above this many MB (per split) stay on disk, memory-mapped in data.cache_dir, and are
+  # read a batch at a time (fashion_mnist and folder sources); 0 = no limit, all in memory
+  c.data.host_memory_mb = 0
   # 'device': training images on the accelerator; 'host': each batch sent per step; 'auto': device
   # when they take at most a quarter of its memory
   c.data.placement = "auto"
@@ -211,6 +215,19 @@ def _check_recipe(need, s, name: str, num_members: int) -> None:
        f"{name}.b1 and {name}.b2 must lie in (0, 1) and {name}.eps be positive.")
 
 
+def use_shipped_sources(config: ml_collections.ConfigDict,
+                        name: str = "fashion_mnist_source") -> ml_collections.ConfigDict:
+  """Fine-tunes from the pre-trained networks the project ships (``starsse_jax.pretrained``)
+  instead of pre-training: ``pretrain.checkpoint='shipped:NAME'`` and the input statistics the
+  networks were trained with. The default configs use it; ``--config.pretrain.checkpoint=''``
+  pre-trains on the source task as before."""
+  record = pretrained.record(name)
+  config.pretrain.checkpoint = f"{pretrained.PREFIX}{name}"
+  config.pretrain.input_mean = tuple(record["input_mean"])
+  config.pretrain.input_std = tuple(record["input_std"])
+  return config
+
+
 def checkpoints_required(config) -> int:
   """Pre-trained checkpoints a run reads: the method's need, or ``pretrain.num_checkpoints`` if
   more (the sweep's Global DE)."""
@@ -349,6 +366,11 @@ def validate(config: ml_collections.ConfigDict, data_given: bool = False) -> Non
        f"data.resize={config.data.resize!r}; use 'bilinear' or 'bicubic'.")
   need(config.data.placement in ("auto", "device", "host"),
        f"data.placement={config.data.placement!r}; use 'auto', 'device' or 'host'.")
+  need(config.data.get("host_memory_mb", 0) >= 0,
+       f"data.host_memory_mb={config.data.get('host_memory_mb')}; use 0 (no limit) or a size in MB.")
+  need(not (config.data.get("host_memory_mb", 0) and config.data.placement == "device"),
+       "data.host_memory_mb streams data above it from disk a batch at a time, but "
+       "data.placement='device' puts all training images on the device; use 'auto' or 'host'.")
   need(config.model.stem in ("",) + models.STEMS,
        f"model.stem={config.model.stem!r}; use '' (the model's own), 'imagenet' or 'cifar'.")
   whole_dataset = config.data.target not in ("", "split")

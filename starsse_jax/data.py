@@ -24,13 +24,14 @@ import jax.numpy as jnp
 import numpy as np
 
 from starsse_jax import sources
+from starsse_jax.sources import disk
 from starsse_jax.sources.common import DatasetError, DatasetNotFoundError, Split, stack_images
 from starsse_jax.sources.fashion_mnist import FILES as FASHION_MNIST_FILES, read_idx
 from starsse_jax.sources.npz_arrays import from_arrays as split_from_arrays
 
 __all__ = ["Split", "TransferData", "DatasetError", "DatasetNotFoundError", "read_idx",
            "FASHION_MNIST_FILES", "load_fashion_mnist", "load_dataset", "transfer_split",
-           "target_split", "from_arrays", "load_transfer_data", "check_split"]
+           "target_split", "hold_out", "image_statistics", "from_arrays", "load_transfer_data", "check_split"]
 
 
 @dataclasses.dataclass
@@ -63,7 +64,8 @@ def load_dataset(data_config, spec: str | None = None) -> dict[str, Split]:
     spec = f"tfds:{spec}"
   return sources.read(spec, data_config.get("stored_size", 0),
                       default_location=data_config.fashion_mnist_dir,
-                      data_dir=data_config.tfds_data_dir, cache_dir=data_config.get("cache_dir", ""))
+                      data_dir=data_config.tfds_data_dir, cache_dir=data_config.get("cache_dir", ""),
+                      host_memory_mb=data_config.get("host_memory_mb", 0))
 
 
 # ---------------------------------------------------------------------------- splitting
@@ -75,7 +77,7 @@ def _select(split: Split, classes) -> Split:
   keep = np.isin(split.labels, classes)
   relabel = np.full(int(max(split.labels.max(), classes.max())) + 1, -1, dtype=np.int32)
   relabel[classes] = np.arange(len(classes), dtype=np.int32)
-  return Split(split.images[keep], relabel[split.labels[keep]])
+  return Split(disk.take_rows(split.images, keep), relabel[split.labels[keep]])
 
 
 def _per_class(split: Split, counts: list[int], rng: np.random.Generator,
@@ -98,7 +100,15 @@ def _per_class(split: Split, counts: list[int], rng: np.random.Generator,
       picks[i].append(idx[start:start + n])
       start += n
   indices = [np.sort(np.concatenate(p)) for p in picks]
-  return [Split(split.images[i], split.labels[i]) for i in indices]
+  return [Split(disk.take_rows(split.images, i), split.labels[i]) for i in indices]
+
+
+def hold_out(split: Split, per_class: int, seed: int,
+             field: str = "per_class") -> tuple[Split, Split]:
+  """(the rest, a held-out slice): ``per_class`` images of every class of ``split`` set aside,
+  chosen by ``seed`` (the source task's validation slice, for choosing pre-training settings)."""
+  held, rest = _per_class(split, [per_class, 0], np.random.default_rng(seed), "source", field)
+  return rest, held
 
 
 def check_split(split: Split, num_classes: int, what: str) -> None:
@@ -111,9 +121,21 @@ def check_split(split: Split, num_classes: int, what: str) -> None:
                      f"[{split.labels.min()}, {split.labels.max()}].")
 
 
-def _statistics(images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-  pixels = images.reshape(-1, images.shape[-1]).astype(np.float64) / 255
-  return pixels.mean(0).astype(np.float32), np.maximum(pixels.std(0), 1e-3).astype(np.float32)
+def image_statistics(images) -> tuple[np.ndarray, np.ndarray]:
+  """Per-channel mean and standard deviation of uint8 ``images`` in [0, 1] units (std at least
+  1e-3). Sums of the integer pixel values are exact, so a dataset read from disk a chunk at a time
+  gets the very statistics it would get in memory."""
+  total = total_sq = 0
+  count = 0
+  for chunk in disk.chunks(images):
+    pixels = chunk.reshape(-1, chunk.shape[-1]).astype(np.int64)
+    total = total + pixels.sum(0)
+    total_sq = total_sq + (pixels * pixels).sum(0)
+    count += len(pixels)
+  mean = total / count
+  var = np.maximum(total_sq / count - mean * mean, 0.0)
+  return ((mean / 255).astype(np.float32),
+          np.maximum(np.sqrt(var) / 255, 1e-3).astype(np.float32))
 
 
 def _check(data: TransferData) -> TransferData:
@@ -154,7 +176,7 @@ def transfer_split(splits: dict[str, Split], data_config, seed: int,
       _select(splits["train"], target_classes),
       [data_config.target_train_per_class, data_config.target_val_per_class], rng)
   target_test = _test_subset(_select(splits["test"], target_classes), data_config, seed)
-  mean, std = _statistics(source_train.images if with_source else target_train.images)
+  mean, std = image_statistics(source_train.images if with_source else target_train.images)
   # The natural near-OOD set: test images of the source classes, never the target's classes.
   ood = _select(splits["test"], source_classes)
   return _check(TransferData(source_train, target_train, target_val, target_test,
@@ -185,7 +207,7 @@ def target_split(splits: dict[str, Split], data_config, seed: int) -> TransferDa
   target_val, target_train = _per_class(
       train, [data_config.target_val_per_class, data_config.target_train_per_class], rng)
   test = _test_subset(test, data_config, seed)
-  mean, std = _statistics(target_train.images)
+  mean, std = image_statistics(target_train.images)
   return _check(TransferData(None, target_train, target_val, test, 0, num_classes, mean, std))
 
 
@@ -206,7 +228,7 @@ def for_checkpoint(data: TransferData, config) -> TransferData:
   std = np.asarray(config.pretrain.input_std, np.float32)
   channels = data.image_shape[-1]
   if channels == 1 and len(mean) == 3:  # grey images into a network trained on colour
-    rgb = lambda s: s if s is None else Split(np.repeat(s.images, 3, axis=-1), s.labels)
+    rgb = lambda s: s if s is None else Split(disk.repeat_channels(s.images, 3), s.labels)
     data = dataclasses.replace(data, source_train=rgb(data.source_train),
                                target_train=rgb(data.target_train),
                                target_val=rgb(data.target_val), target_test=rgb(data.target_test),
@@ -229,8 +251,8 @@ def load_transfer_data(config) -> TransferData:
   return for_checkpoint(with_ood(data, config), config)
 
 
-def _digests(images: np.ndarray) -> set[bytes]:
-  return {hashlib.sha1(im.tobytes()).digest() for im in images}
+def _digests(images) -> set[bytes]:
+  return {hashlib.sha1(im.tobytes()).digest() for chunk in disk.chunks(images) for im in chunk}
 
 
 def with_ood(data: TransferData, config) -> TransferData:

@@ -237,10 +237,18 @@ class SweepPlan:
   """The phases of a whole sweep and, per grid cell, which plan members form its ensemble.
 
   ``ensembles[(method, lr_ratio, cycle_ratio)]`` lists member ids (positions in plan order);
-  Local and Global DE have ``lr_ratio = cycle_ratio = None``.
+  Local and Global DE have ``lr_ratio = cycle_ratio = None``; ``local_de_matched`` and
+  ``global_de_matched`` at ``cycle_ratio = c`` are their first ``matched_members(K, c)`` members:
+  the Local / Global DE of the training compute of SSE and StarSSE at cycle ratio c.
   """
   phases: list[Phase]
   ensembles: dict[tuple[str, float | None, float | None], list[int]]
+
+
+def matched_members(num_members: int, cycle_ratio: float) -> int:
+  """Members of a Deep Ensemble that cost what SSE or StarSSE of ``num_members`` members at
+  ``cycle_ratio`` cost: 1 + (K-1) x cycle_ratio first-model trainings, rounded, at least 2."""
+  return max(2, int(round(1 + (num_members - 1) * cycle_ratio)))
 
 
 def sweep_plan(b: Budget, lr_ratios, cycle_ratios, local_checkpoint: int = 0) -> SweepPlan:
@@ -260,6 +268,11 @@ def sweep_plan(b: Budget, lr_ratios, cycle_ratios, local_checkpoint: int = 0) ->
   ensembles = {("local_de", None, None): list(range(k)),
                ("global_de", None, None): list(range(k, 2 * k))}
   next_id = 2 * k
+  for c in cycle_ratios:
+    m = matched_members(k, c)
+    if m <= k:  # (above K, the Deep Ensembles trained here are too small to match)
+      ensembles[("local_de_matched", None, c)] = list(range(m))
+      ensembles[("global_de_matched", None, c)] = list(range(k, k + m))
   for c in cycle_ratios:
     n = b.steps(c * b.epochs)
     peak = {r: b.cycle_schedule(r * lr, n) for r in lr_ratios}

@@ -20,6 +20,7 @@ mid-save never leaves a checkpoint that looks finished. A finished but unreadabl
 """
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import dataclasses
 import hashlib
@@ -139,6 +140,8 @@ class RunCheckpointer:
     self._keep = keep
     self._mngr = None
     self._written: set[int] = set()  # finished members on disk, as this run knows them
+    self._pool = None  # one thread: background saves, written in the order they were made
+    self._pending = None
 
   def _manager(self):
     if self._mngr is None:
@@ -148,44 +151,60 @@ class RunCheckpointer:
   def member_directory(self, member_id: int) -> str:
     return os.path.join(self.directory, "members", f"{member_id:05d}")
 
-  def _write_members(self, progress: Progress, ids: list[int]) -> None:
-    """Writes the finished members not yet on disk (each once, weights and statistics only)."""
-    new = [p for p, i in enumerate(ids) if i not in self._written]
-    if not new:
-      return
-    # Only the new members come to the host (the others may be many, and large).
-    host = jax.device_get(members.take(member_variables(progress.ensemble), new))
-    for j, p in enumerate(new):
-      path = self.member_directory(ids[p])
+  def _write_members(self, host_members, ids: list[int]) -> None:
+    """Writes finished members (host arrays, stacked in the order of ``ids``), each once: weights
+    and statistics only, in a directory of its own."""
+    for j, member_id in enumerate(ids):
+      path = self.member_directory(member_id)
       # A member left by an attempt that stopped before its phase's progress save is replaced.
       shutil.rmtree(path, ignore_errors=True)
-      checkpoint.save(path, 0, jax.tree.map(lambda x, j=j: x[j], host), {"member": ids[p]})
-      self._written.add(ids[p])
+      one = jax.tree.map(lambda x, j=j: x[j], host_members)
+      checkpoint.save(path, 0, one, {"member": member_id})
+      self._written.add(member_id)
 
   def save(self, progress: Progress, block: bool = True) -> None:
-    """Writes the finished members new since the last save, then the progress; with ``block``
-    False the progress is written in the background (see the class docstring)."""
+    """Writes the finished members new since the last save, then the progress. With ``block``
+    False both are written in the background, in that order (one process; with several, the
+    collective save runs in the foreground and the progress is written asynchronously by orbax):
+    the caller waits only for the arrays to reach the host (see the class docstring)."""
     self.wait()  # a failed background save is reported before anything new is written
     ids = list(progress.ensemble_ids) or list(range(_num_members(progress.ensemble)))
-    self._write_members(progress, ids)
+    new = [p for p, i in enumerate(ids) if i not in self._written]
+    # Only the new members come to the host (the others may be many, and large); host copies
+    # first in any case: the training step donates (reuses) the device buffers of its state.
+    host_members = jax.device_get(members.take(member_variables(progress.ensemble), new)
+                                  ) if new else None
     carried = {str(i): _flatten(s) for i, s in progress.carried.items()}
-    state = {"states": _flatten(progress.states), "carried": carried}
+    state = jax.device_get({"states": _flatten(progress.states), "carried": carried})
     meta = {"phase": progress.phase, "step": progress.step, "histories": progress.histories,
             "ensemble_ids": ids,
             "alive": progress.alive, "carried": sorted(progress.carried),
             "averaging": progress.states is not None and "average" in progress.states}
     step_id = progress.phase * 10 ** 9 + progress.step  # orders checkpoints across phases
-    mngr = self._manager()
-    if step_id in mngr.all_steps():  # re-saving the same point (e.g. signal at a boundary)
-      return
-    # Host copies first: the training step donates (reuses) the device buffers of its state.
-    with self._forget_manager_on_failure():
-      checkpoint.save_step(mngr, step_id, jax.device_get(state), meta, block=block)
+
+    def write(background: bool) -> None:
+      if new:
+        self._write_members(host_members, [ids[p] for p in new])
+      mngr = self._manager()
+      if step_id in mngr.all_steps():  # re-saving the same point (e.g. signal at a boundary)
+        return
+      checkpoint.save_step(mngr, step_id, state, meta, block=not background)
+
+    if block or jax.process_count() > 1:
+      with self._forget_manager_on_failure():
+        write(background=not block)
+    else:
+      if self._pool is None:
+        self._pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="checkpoint")
+      self._pending = self._pool.submit(write, False)
 
   def wait(self) -> None:
     """Waits for a background save; raises ``checkpoint.DiskFullError`` if it ran out of space."""
-    if self._mngr is not None:
-      with self._forget_manager_on_failure():
+    pending, self._pending = self._pending, None
+    with self._forget_manager_on_failure():
+      if pending is not None:
+        pending.result()
+      if self._mngr is not None:
         checkpoint.wait(self._mngr)
 
   @contextlib.contextmanager
@@ -200,6 +219,9 @@ class RunCheckpointer:
     try:
       self.wait()
     finally:
+      if self._pool is not None:
+        self._pool.shutdown()
+        self._pool = None
       if self._mngr is not None:
         self._mngr.close()
         self._mngr = None

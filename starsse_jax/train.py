@@ -23,6 +23,7 @@ from jax.sharding import PartitionSpec as P
 from starsse_jax import (checkpoint, data as data_lib, inference, members, methods, models,
                          optimizers, rand_augment, regularizers, report, resume, running_mean,
                          schedules, sharding)
+from starsse_jax.sources import disk
 
 State = dict[str, Any]
 
@@ -282,7 +283,12 @@ class _Feed:
   def __init__(self, split: data_lib.Split, placement: str, mesh):
     self.split, self.mesh = split, mesh
     self.split_batch = self.per_process(placement, mesh)
-    self.on_device = not self.split_batch and (placement == "device" or (
+    on_disk = isinstance(split.images, disk.DiskImages)
+    if on_disk and placement == "device":
+      raise ValueError(f"data.placement='device', but the {split.images.nbytes / 2**20:.0f} MB of "
+                       "training images are read from disk (above data.host_memory_mb); use "
+                       "placement 'auto' or 'host', or raise data.host_memory_mb.")
+    self.on_device = not self.split_batch and not on_disk and (placement == "device" or (
         placement == "auto" and data_lib.fits_on_device(split.images.nbytes)))
     if self.on_device:
       self.images, self.labels = self._put(split.images), self._put(split.labels)

@@ -26,8 +26,11 @@ from starsse_jax import config_docs
 PAGES = ["README.md"] + sorted(glob.glob(os.path.join(REPO, "docs", "*.md")))
 COMMAND_START = re.compile(r"(\.venv/bin/)?(python3? |starsse-jax|mkdocs |bash |pip )")
 
-# A tiny model and a few images: every run of the main job or a sweep finishes in seconds.
-TINY = ["--config.model.stage_sizes=(1,)", "--config.model.width=4", "--config.model.depth=1",
+# A tiny model and a few images: every run of the main job or a sweep finishes in seconds. The
+# network is narrower than the shipped source networks, so it pre-trains its own (a few steps);
+# tests/test_shipped.py runs the default configs on the shipped networks.
+TINY = ["--config.pretrain.checkpoint=", "--config.model.stage_sizes=(1,)",
+        "--config.model.width=4", "--config.model.depth=1",
         "--config.model.heads=2", "--config.model.patch=7",
         "--config.data.target_train_per_class=10", "--config.data.target_val_per_class=4",
         "--config.data.target_test_per_class=10", "--config.pretrain.epochs=0.02",

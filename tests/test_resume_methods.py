@@ -22,7 +22,9 @@ import pytest
 from conftest import REPO, progress_lines
 from starsse_jax import checkpoint
 
-TINY = ["--config.model.stage_sizes=(1,)", "--config.model.width=4",
+# A narrower network than the shipped source networks: it pre-trains its own (a few steps).
+TINY = ["--config.pretrain.checkpoint=", "--config.model.stage_sizes=(1,)",
+        "--config.model.width=4",
         "--config.data.target_train_per_class=10", "--config.data.target_val_per_class=4",
         "--config.pretrain.epochs=0.05", "--config.pretrain.batch_size=64",
         "--config.finetune.epochs=4", "--config.finetune.batch_size=25",

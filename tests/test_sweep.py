@@ -33,7 +33,12 @@ def test_sweep_plan_shares_phases_and_names_every_cell():
   assert plan.ensembles[("sse", 2.0, 1.0)] == [0, 11, 13]
   assert [s.index for s in plan.phases[3].starts] == [10, 11]
   assert plan.ensembles[("sse", 2.0, 2.0)] == [0, 19, 21]
-  assert len(plan.ensembles) == 2 + 2 * 2 * 2
+  # Deep Ensembles of the compute of SSE/StarSSE at cycle ratio 1 (1 + 2 x 1 = 3 trainings); at
+  # cycle ratio 2 they would need 5 members, more than were trained, and are left out.
+  assert plan.ensembles[("local_de_matched", None, 1.0)] == [0, 1, 2]
+  assert plan.ensembles[("global_de_matched", None, 1.0)] == [3, 4, 5]
+  assert len(plan.ensembles) == 2 + 2 * 2 * 2 + 2
+  assert methods.matched_members(5, 0.25) == 2 and methods.matched_members(5, 0.5) == 3
 
 
 def _tiny_sweep_config():
@@ -54,11 +59,12 @@ def test_reduced_sweep_writes_every_cell_with_finite_numbers(tmp_path, monkeypat
   cells = {(r["method"], r["lr_ratio"], r["cycle_ratio"]) for r in rows}
   assert cells == {("local_de", "", ""), ("global_de", "", ""),
                    ("sse", "0.5", "1.0"), ("sse", "2.0", "1.0"),
-                   ("starsse", "0.5", "1.0"), ("starsse", "2.0", "1.0")}
+                   ("starsse", "0.5", "1.0"), ("starsse", "2.0", "1.0"),
+                   ("local_de_matched", "", "1.0"), ("global_de_matched", "", "1.0")}
   for row in rows:
     for key in sweep.COLUMNS:
       if key in ("method", "barrier_from_first", "left_basin") or (
-          key in ("lr_ratio", "cycle_ratio") and row["method"].endswith("_de")):
+          key in ("lr_ratio", "cycle_ratio") and "_de" in row["method"]):
         continue
       assert math.isfinite(float(row[key])), (key, row)
     if row["method"] in ("sse", "starsse"):  # curves at the basin cycle ratio, first seed

@@ -7,9 +7,12 @@ from typing import NamedTuple
 
 import numpy as np
 
+# Decoded image folders and datasets streamed from disk (data.cache_dir overrides it).
+CACHE_DIR = os.path.join(os.path.expanduser("~"), ".cache", "starsse_jax")
+
 
 class Split(NamedTuple):
-  images: np.ndarray  # uint8 [N, H, W, C]
+  images: np.ndarray  # uint8 [N, H, W, C]; or sources.disk.DiskImages for data read from disk
   labels: np.ndarray  # int32 [N]
 
   def __len__(self):

@@ -4,7 +4,9 @@
 Images are decoded once (threads), converted to RGB and stored at ``stored_size`` (shorter side
 resized, centre crop), then cached as an ``.npz`` beside nothing of the user's: in
 ``data.cache_dir`` (default ``~/.cache/starsse_jax``), keyed by the folder, its file list and
-modification times, and the size. Classes are the sorted names of ``train``'s subfolders.
+modification times, and the size. Classes are the sorted names of ``train``'s subfolders. Images
+above ``data.host_memory_mb`` are decoded a chunk at a time into one ``.npy`` file per split
+instead, and read from disk memory-mapped (``sources.disk``).
 """
 from __future__ import annotations
 
@@ -15,11 +17,11 @@ import os
 import numpy as np
 
 from starsse_jax import npz_file
-from starsse_jax.sources.common import (DatasetError, DatasetNotFoundError, Split, stack_images,
-                                        thread_map)
+from starsse_jax.sources import disk
+from starsse_jax.sources.common import (CACHE_DIR, DatasetError, DatasetNotFoundError, Split,
+                                        stack_images, thread_map)
 
 EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".gif", ".tif", ".tiff")
-CACHE_DIR = os.path.join(os.path.expanduser("~"), ".cache", "starsse_jax")
 
 
 def _files(root: str, classes: list[str]) -> tuple[list[str], list[int]]:
@@ -71,7 +73,30 @@ def _decode_all(files: list[str], stored_size: int, where: str) -> np.ndarray:
   return stack_images(decoded, stored_size, where)
 
 
-def read(location: str, stored_size: int = 0, cache_dir: str = "", **unused) -> dict[str, Split]:
+def _streamed(listing, stored_size: int, cache_dir: str, digest: str, root: str
+              ) -> dict[str, Split]:
+  """Each split decoded chunk by chunk into ``folder-DIGEST-SPLIT.npy`` once, then memory-mapped."""
+  first = _decode_all(listing["train"][0][:1], stored_size, f"{root}/train")
+  splits = {}
+  for s, (files, labels) in listing.items():
+    shape = (len(files),) + first.shape[1:]
+    path = os.path.join(cache_dir or CACHE_DIR, f"folder-{digest}-{s}.npy")
+    images = disk.open_images(path, shape, f"{root}/{s}")
+    if images is None:
+      def fill(start, stop, files=files, s=s):
+        chunk = _decode_all(files[start:stop], stored_size, f"{root}/{s}")
+        if chunk.shape[1:] != first.shape[1:]:
+          raise DatasetError(f"{root}/{s}: images have different sizes ({first.shape[1:]} and "
+                             f"{chunk.shape[1:]}); set data.stored_size to store them at one size.")
+        return chunk
+      disk.write(path, shape, fill)
+      images = disk.open_images(path, shape, f"{root}/{s}")
+    splits[s] = Split(images, np.asarray(labels, np.int32))
+  return splits
+
+
+def read(location: str, stored_size: int = 0, cache_dir: str = "", host_memory_mb: float = 0,
+         **unused) -> dict[str, Split]:
   root = os.path.abspath(location)
   train_dir = os.path.join(root, "train")
   test_dir = next((os.path.join(root, d) for d in ("test", "val")
@@ -93,6 +118,10 @@ def read(location: str, stored_size: int = 0, cache_dir: str = "", **unused) -> 
   digest = hashlib.sha256(repr((root, stored_size, [
       (f, os.path.getmtime(f), os.path.getsize(f)) for s in listing.values() for f in s[0]
   ])).encode()).hexdigest()[:16]
+  if host_memory_mb:
+    side = stored_size or max(_decode_all(listing["train"][0][:1], 0, root).shape[1:3])
+    if disk.over_cap(sum(len(f) for f, _ in listing.values()) * side * side * 3, host_memory_mb):
+      return _streamed(listing, stored_size, cache_dir, digest, root)
   cache = os.path.join(cache_dir or CACHE_DIR, f"folder-{digest}.npz")
   if os.path.isfile(cache):
     try:

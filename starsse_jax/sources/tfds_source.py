@@ -2,16 +2,21 @@
 
 Prepare it on a machine with internet access: ``tfds build NAME --file_format=array_record
 --data_dir=DIR``, copy DIR, and name it ``tfds:NAME`` with ``data.tfds_data_dir=DIR``.
-Examples are read in chunks (``__getitems__``), not one by one.
+Examples are read in chunks (``__getitems__``), not one by one. A split whose images exceed
+``data.host_memory_mb`` is decoded a chunk at a time into a ``.npy`` file in ``data.cache_dir``
+once and read from there memory-mapped (``sources.disk``).
 """
 from __future__ import annotations
 
 import glob
+import hashlib
 import os
 
 import numpy as np
 
-from starsse_jax.sources.common import DatasetNotFoundError, Split, stack_images
+from starsse_jax.sources import disk
+from starsse_jax.sources.common import (CACHE_DIR, DatasetError, DatasetNotFoundError, Split,
+                                        stack_images)
 
 CHUNK = 1024
 # Split names tried, in order, for the fine-tuning and the test data.
@@ -34,16 +39,49 @@ def examples(source, chunk: int = CHUNK):
       yield from _read_many(source, keys)
 
 
-def read_split(name: str, split: str, data_dir: str, stored_size: int = 0) -> Split:
+def _streamed(source, where: str, stored_size: int, cache_dir: str, first) -> Split:
+  """The split decoded chunk by chunk into a ``.npy`` file in the cache, then memory-mapped."""
+  n = len(source)
+  key = hashlib.sha256(repr((where, n, stored_size)).encode()).hexdigest()[:16]
+  path = os.path.join(cache_dir or CACHE_DIR, f"tfds-{key}.npy")
+  shape = (n,) + first.shape[1:]
+  labels = np.zeros(n, np.int32)
+
+  def fill(start: int, stop: int) -> np.ndarray:
+    chunk = _read_many(source, list(range(start, stop)))
+    labels[start:stop] = [int(ex["label"]) for ex in chunk]
+    out = stack_images([np.asarray(ex["image"]) for ex in chunk], stored_size, where)
+    if out.shape[1:] != first.shape[1:]:
+      raise DatasetError(f"{where}: images have different sizes ({first.shape[1:]} and "
+                         f"{out.shape[1:]}); set data.stored_size to store them at one size.")
+    return out
+
+  images = disk.open_images(path, shape, where)
+  if images is None:
+    disk.write(path, shape, fill)
+    images = disk.open_images(path, shape, where)
+  else:  # the labels only: a few bytes an example
+    for start in range(0, n, CHUNK):
+      labels[start:start + CHUNK] = [int(ex["label"]) for ex in _read_many(
+          source, list(range(start, min(start + CHUNK, n))))]
+  return Split(images, labels)
+
+
+def read_split(name: str, split: str, data_dir: str, stored_size: int = 0,
+               host_memory_mb: float = 0, cache_dir: str = "") -> Split:
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
 
   source = tfds.data_source(name, split=split, data_dir=data_dir or None, download=False)
+  where = f"TFDS {name}/{split}"
+  if host_memory_mb and len(source):
+    first = stack_images([np.asarray(_read_many(source, [0])[0]["image"])], stored_size, where)
+    if disk.over_cap(len(source) * first[0].nbytes, host_memory_mb):
+      return _streamed(source, f"{where} ({data_dir or 'default'})", stored_size, cache_dir, first)
   images, labels = [], []
   for ex in examples(source):
     images.append(np.asarray(ex["image"]))
     labels.append(int(ex["label"]))
-  return Split(stack_images(images, stored_size, f"TFDS {name}/{split}"),
-               np.asarray(labels, np.int32))
+  return Split(stack_images(images, stored_size, where), np.asarray(labels, np.int32))
 
 
 def _check_prepared(name: str, data_dir: str) -> None:
@@ -59,7 +97,8 @@ def _check_prepared(name: str, data_dir: str) -> None:
         "--config.data.tfds_data_dir=DIR.")
 
 
-def read(location: str, stored_size: int = 0, data_dir: str = "", **unused) -> dict[str, Split]:
+def read(location: str, stored_size: int = 0, data_dir: str = "", host_memory_mb: float = 0,
+         cache_dir: str = "", **unused) -> dict[str, Split]:
   """``location`` is ``NAME`` (e.g. ``cifar100``, ``sun397/standard-part1-120k``); the data
   directory comes from ``data.tfds_data_dir`` (``data_dir``)."""
   name = location
@@ -72,7 +111,8 @@ def read(location: str, stored_size: int = 0, data_dir: str = "", **unused) -> d
     errors = []
     for candidate in candidates:
       try:
-        splits[split] = read_split(name, candidate, data_dir, stored_size)
+        splits[split] = read_split(name, candidate, data_dir, stored_size, host_memory_mb,
+                                   cache_dir)
         break
       except Exception as e:  # tfds raises several types for "not there"
         errors.append(f"{candidate}: {type(e).__name__}: {str(e)[:300]}")

@@ -27,7 +27,7 @@ from typing import Any
 import jax
 import numpy as np
 
-from starsse_jax import models
+from starsse_jax import models, pretrained
 from starsse_jax.weights import families, formats, resnet_layout, timm_layout
 from starsse_jax.weights.errors import UnreadableWeightsError, WeightsError
 from starsse_jax.weights.formats import read_state_dict, write_state_dict
@@ -44,10 +44,16 @@ KNOWN_PREFIXES = ("", "module.", "module.encoder_q.", "encoder_q.", "module.base
 
 def checkpoint_files(spec: str) -> list[str]:
   """The files ``pretrain.checkpoint`` names: comma-separated paths, each possibly a glob
-  (expanded in sorted order). Raises ``UnreadableWeightsError`` for a path that names nothing."""
+  (expanded in sorted order), or ``shipped:NAME`` (``starsse_jax.pretrained``). Raises ``UnreadableWeightsError`` for a path that names nothing."""
   files = []
   for part in (p.strip() for p in spec.split(",")):
     if not part:
+      continue
+    if part.startswith(pretrained.PREFIX):  # the networks shipped with the project
+      try:
+        files += pretrained.files(part[len(pretrained.PREFIX):])
+      except FileNotFoundError as e:
+        raise UnreadableWeightsError(part, str(e)) from e
       continue
     matches = sorted(glob.glob(os.path.expanduser(part))) if glob.has_magic(part) else [
         os.path.expanduser(part)]
