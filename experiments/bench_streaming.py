@@ -1,8 +1,9 @@
 """What reading the training images from disk costs: loading, each step's gather, a phase.
 
-  python experiments/bench_streaming.py [--config=starsse] [--members=5] [--steps=100]
+  python experiments/bench_streaming.py [--config=pretrain] [--members=5] [--steps=100]
 
-Loads ``--config``'s data (the embedded Fashion-MNIST by default) in memory and with
+Loads ``--config``'s data (the embedded Fashion-MNIST transfer split by default, whose source
+task's 30,000 training images are read) in memory and with
 ``data.host_memory_mb=1`` (every split then stays on disk, memory-mapped ``.npy`` files in a fresh
 cache directory: the first load decompresses into it, the second reads the cache); times the
 gather of one step's rows (``--members`` x the fine-tuning batch, the members' own seeded orders)
@@ -39,7 +40,7 @@ def timed(fn, repeats: int = 1):
 
 def main() -> None:
   parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-  parser.add_argument("--config", default="starsse")
+  parser.add_argument("--config", default="pretrain")
   parser.add_argument("--members", type=int, default=5)
   parser.add_argument("--steps", type=int, default=100)
   args = parser.parse_args()

@@ -4,8 +4,9 @@
   python experiments/compare.py --workdir=runs/compare --seeds=0,1,2,3,4 --epochs=20 --members=5
 
 Each (seed, method) is an ordinary run of ``configs/<method>.py`` (``api.run``) with the shared
-settings below, in ``WORKDIR/seed_S/METHOD``; all share one pre-trained checkpoint
-(``WORKDIR/pretrained``, pre-trained with seed 0), so seeds vary fine-tuning only (head
+settings below, in ``WORKDIR/seed_S/METHOD``; all fine-tune from the first shipped source network
+(``shipped:fashion_mnist_source``, as the method configs do; ``--set=pretrain.checkpoint=``
+pre-trains one in ``WORKDIR/pretrained`` instead), so seeds vary fine-tuning only (head
 initialisation, data order, augmentation, dropout masks, rounding draws). StarSSE runs with the
 low-precision evaluation on (``configs/low_precision.py``), so its rows and the LPE rows come from
 the same ensembles. Every run also makes the learned soup and AME soups (SGD 1/i, Adam, Adagrad at

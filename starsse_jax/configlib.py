@@ -83,7 +83,7 @@ def base_config() -> ml_collections.ConfigDict:
   _recipe(c.pretrain)
 
   c.finetune = ml_collections.ConfigDict()
-  c.finetune.epochs = 40.0  # E; where the first model's val NLL levels off (docs/default-run.md)
+  c.finetune.epochs = 20.0  # E; where the first model's val NLL levels off (docs/default-run.md)
   c.finetune.lr = 0.05  # peak learning rate of the first fine-tuning's cosine
   c.finetune.weight_decay = 5e-4  # L2 (sgd) or decoupled (adamw) weight decay
   c.finetune.momentum = 0.9  # SGD momentum
@@ -96,7 +96,7 @@ def base_config() -> ml_collections.ConfigDict:
   # SWA (method 'swa'): from the fine-tuned model, swa_epochs at a constant swa_lr ('constant') or
   # a sawtooth swa_lr -> swa_lr_min per collection period ('cyclic'); weights averaged every
   # swa_collect_every epochs after swa_start epochs.
-  c.finetune.swa_epochs = 10.0  # = cycle_ratio x E: one SWA run costs one StarSSE branch
+  c.finetune.swa_epochs = 5.0  # = cycle_ratio x E: one SWA run costs one StarSSE branch
   c.finetune.swa_lr = 0.01  # SWA: the constant rate, or the sawtooth's top
   c.finetune.swa_lr_min = 1e-4  # SWA 'cyclic': the sawtooth's bottom
   c.finetune.swa_schedule = "constant"  # SWA: 'constant' or 'cyclic'

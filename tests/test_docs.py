@@ -131,6 +131,7 @@ RULES = [
          ("--members=2", "--steps=2", "--rounds=1", "--width=4", "--modes=groups")),
     Rule(r"python experiments/bench_checkpoints\.py --repo=BEFORE --repo=AFTER", "run",
          ("--members=2", "--width=4"), why="AFTER (a checkout) becomes this one; BEFORE is left out"),
+    Rule(r"python experiments/bench_streaming\.py", "run", ("--steps=3",)),
     Rule(r"python experiments/bench_eval\.py", "run", ("--members=1", "--repeats=1", "--config=tiny")),
     Rule(r"python experiments/paper_mock\.py --workdir=\S+ --epochs=1", "run",
          ("--epochs=0.01", "--members=1", "--n-train=1100", "--n-test=100", "--batch=8",

@@ -28,6 +28,9 @@ def test_wheel_holds_the_configs_and_the_console_script(wheel):
   assert "starsse_jax/configs/starsse.py" in names
   assert "starsse_jax/configs/paper/supervised_cifar100.py" in names
   assert "starsse_jax/configs/paper/common.py" in names
+  # The shipped source networks the default configs import, and their record.
+  assert {f"starsse_jax/pretrained/fashion_mnist_source_seed{k}.safetensors" for k in range(5)
+          } | {"starsse_jax/pretrained/fashion_mnist_source.json"} <= set(names)
   assert not any(n.startswith(("tests/", "experiments/", "configs/")) for n in names)
   entry_points = next(n for n in names if n.endswith("entry_points.txt"))
   assert "starsse-jax = starsse_jax.main:run_cli" in zipfile.ZipFile(wheel).read(

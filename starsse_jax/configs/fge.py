@@ -8,7 +8,7 @@ from starsse_jax import configlib
 
 
 def get_config():
-  config = configlib.base_config()
+  config = configlib.use_shipped_sources(configlib.base_config())  # no pre-training
   config.method = "fge"
   config.finetune.fge_cycle_epochs = 4
   config.finetune.fge_lr_1 = 0.01

@@ -9,6 +9,6 @@ from starsse_jax import configlib
 
 
 def get_config():
-  config = configlib.base_config()
+  config = configlib.use_shipped_sources(configlib.base_config())  # no pre-training
   config.method = "local_de"
   return config

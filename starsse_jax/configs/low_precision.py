@@ -16,7 +16,7 @@ from starsse_jax import configlib
 
 
 def get_config():
-  config = configlib.base_config()
+  config = configlib.use_shipped_sources(configlib.base_config())  # no pre-training
   config.method = "starsse"
   config.eval.low_precision_bits = (4, 5, 6)
   config.eval.low_precision_samples = 5

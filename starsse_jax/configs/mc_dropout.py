@@ -1,6 +1,6 @@
 """MC-dropout on the embedded Fashion-MNIST transfer split.
 
-One model is fine-tuned from the pre-trained network (40 epochs, cosine from lr 0.05) with
+One model is fine-tuned from the pre-trained network (20 epochs, cosine from lr 0.05) with
 dropout 0.2 before the head; at test time 10 stochastic passes with dropout on are its ensemble
 (BatchNorm uses its running statistics). The table lists the passes as members; the soups are
 the deterministic network (dropout off).
@@ -15,7 +15,7 @@ from starsse_jax import configlib
 
 
 def get_config():
-  config = configlib.base_config()
+  config = configlib.use_shipped_sources(configlib.base_config())  # no pre-training
   config.method = "mc_dropout"
   config.num_members = 1
   config.model.dropout_rate = 0.2

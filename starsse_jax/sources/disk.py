@@ -11,6 +11,7 @@ uint8 image is a fixed offset, which is all random access needs.
 from __future__ import annotations
 
 import os
+import uuid
 from typing import Callable, Iterator
 
 import numpy as np
@@ -116,7 +117,7 @@ def write(path: str, shape: tuple[int, ...], fill: Callable[[int, int], np.ndarr
   """Writes uint8 ``[N, ...]`` of ``shape`` to the ``.npy`` file ``path``, ``fill(start, stop)``
   giving rows ``start..stop-1``; atomically (a crash leaves no half-written file under ``path``)."""
   os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-  tmp = f"{path}.tmp-{os.getpid()}.npy"
+  tmp = f"{path}.tmp-{uuid.uuid4().hex}.npy"  # unique across the processes of several hosts
   out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=shape)
   try:
     for start in range(0, shape[0], CHUNK_ROWS):

@@ -1,0 +1,32 @@
+"""The default setting over five seeds: StarSSE and SSE against Local and Global DE at equal K and
+at equal training compute, fine-tuned from the five shipped source networks.
+
+  python experiments/sweep.py --config=sweep_default --workdir=runs/sweep_default
+
+Everything is the default run's (``configs/starsse.py``: network, target data, E, learning rate,
+cycle length) but the cycle's peak, which the sweep chooses on the validation slice among
+``sweep.lr_ratios``. Per seed s: Local DE (K = 5) from shipped network s, Global DE (K = 5) from
+networks 0-4, StarSSE and SSE from Local DE's member 0 (the first model), and the Deep Ensembles
+of the compute StarSSE and SSE cost (1 + (K-1) x 0.25 = 2 fine-tunings: the first two members of
+Local / Global DE). The summary gives each ensemble's gain over its best member with its seed
+spread, and every claim of the paper as a paired 95% interval over the seeds (docs/default-run.md).
+"""
+import ml_collections
+
+from starsse_jax.configs import starsse
+
+
+def get_config():
+  config = starsse.get_config()
+  config.pretrain.num_checkpoints = 5  # all five shipped networks: Global DE
+  config.checkpoint_every_steps = 0  # save at phase ends and on signals
+  config.log_every_steps = 200
+  config.eval.baseline = ""  # the sweep's own Local DE cells are the baselines
+  config.eval.learned_soup = False  # the sweep's table has the uniform and greedy soups only
+  config.eval.ood = "none"
+  config.sweep = ml_collections.ConfigDict()
+  config.sweep.lr_ratios = (2.0, 3.0, 4.0)
+  config.sweep.cycle_ratios = (config.finetune.cycle_ratio,)
+  config.sweep.seeds = (0, 1, 2, 3, 4)
+  config.sweep.basin_cycle_ratio = config.finetune.cycle_ratio
+  return config
