@@ -29,17 +29,17 @@ COMMAND_START = re.compile(r"(\.venv/bin/)?(python3? |starsse-jax|mkdocs |bash |
 # A tiny model and a few images: every run of the main job or a sweep finishes in seconds. The
 # network is narrower than the shipped source networks, so it pre-trains its own (a few steps);
 # tests/test_shipped.py runs the default configs on the shipped networks.
-TINY = ["--config.pretrain.checkpoint=", "--config.model.stage_sizes=(1,)",
-        "--config.model.width=4", "--config.model.depth=1",
-        "--config.model.heads=2", "--config.model.patch=7",
-        "--config.data.target_train_per_class=10", "--config.data.target_val_per_class=4",
-        "--config.data.target_test_per_class=10", "--config.pretrain.epochs=0.02",
-        "--config.pretrain.batch_size=64", "--config.pretrain.warmup_epochs=0",
-        "--config.finetune.epochs=1",
-        "--config.finetune.batch_size=10", "--config.finetune.warmup_epochs=0",
-        "--config.eval.bn_batch_size=10", "--config.eval.learned_soup_epochs=1",
-        "--config.eval.low_precision_bits=(4,)", "--config.eval.low_precision_samples=2",
-        "--config.num_members=2", "--config.log_every_steps=1000"]
+SHRINK = ["--config.model.stage_sizes=(1,)", "--config.model.width=4", "--config.model.depth=1",
+          "--config.model.heads=2", "--config.model.patch=7",
+          "--config.data.target_train_per_class=10", "--config.data.target_val_per_class=4",
+          "--config.data.target_test_per_class=10", "--config.pretrain.epochs=0.02",
+          "--config.pretrain.batch_size=64", "--config.pretrain.warmup_epochs=0",
+          "--config.finetune.epochs=1",
+          "--config.finetune.batch_size=10", "--config.finetune.warmup_epochs=0",
+          "--config.eval.bn_batch_size=10", "--config.eval.learned_soup_epochs=1",
+          "--config.eval.low_precision_bits=(4,)", "--config.eval.low_precision_samples=2",
+          "--config.num_members=2", "--config.log_every_steps=1000"]
+TINY = ["--config.pretrain.checkpoint="] + SHRINK
 SWEEP = ["--config.sweep.lr_ratios=(2.0,)", "--config.sweep.cycle_ratios=(1.0,)",
          "--config.sweep.seeds=(0,)", "--config.sweep.basin_cycle_ratio=1.0",
          "--config.eval.basin_points=3", "--config.pretrain.num_checkpoints=2"]
@@ -107,9 +107,16 @@ RULES = [
          ("--collect-only",)),
     Rule(r"bash \.ci/run", "checked", why="CI itself (test_ci_runs_the_readme_test_command)"),
     Rule(r"python -m starsse_jax\.main --config=paper/supervised_cifar100:starsse .*"
-         r"--config\.pretrain\.checkpoint=resnet50-0676ba61\.pth .*", "run", tuple(TINY),
+         r"--config\.pretrain\.checkpoint=resnet50-0676ba61\.pth .*", "run", tuple(SHRINK),
          expect_error="resnet50-0676ba61.pth"),
-    Rule(r"python experiments/sweep\.py --config=sweep --workdir=\S+", "run", tuple(TINY + SWEEP)),
+    Rule(r"python experiments/sweep\.py --config=sweep(_default)? --workdir=\S+", "run",
+         tuple(TINY + SWEEP)),
+    Rule(r"python experiments/pretrain_sources\.py --workdir=\S+ --epochs=12 --seeds=5 "
+         r"--export=starsse_jax/pretrained", "run", ("--epochs=0.01", "--seeds=2"),
+         why="the recipe for a few steps; the export goes to the test's own directory"),
+    Rule(r"python experiments/first_model_curve\.py --config=configs/starsse\.py --workdir=\S+ "
+         r"--epochs=10,20,40 --seeds=2", "run",
+         (*TINY, "--config.pretrain.epochs=0.02", "--epochs=1", "--seeds=1")),
     Rule(r"python experiments/sweep\.py --config=sweep_cifar100_resnet50 .*", "run",
          tuple(TINY + SWEEP), expect_error="cifar100"),
     Rule(r"python experiments/compare\.py --workdir=\S+", "run",
@@ -240,6 +247,7 @@ def _script(command: str, extra: tuple[str, ...]) -> str:
   body = re.sub(r"(^|\n)starsse-jax", r"\1python -c 'from starsse_jax.main import run_cli; "
                                       r"run_cli()'", body)
   body = body.replace("python experiments/", f"python {REPO}/experiments/")
+  body = body.replace("--config=configs/", f"--config={REPO}/configs/")  # config files by path
   if "ARGS=" in body:  # two processes: wait for both, fail if either fails
     body = body.replace(" &\n", " & first=$!\n") + "\nwait $first"
   return "set -euo pipefail\n" + body

@@ -22,7 +22,10 @@ def get_config():
   config.checkpoint_every_steps = 0  # save at phase ends and on signals
   config.log_every_steps = 200
   config.eval.baseline = ""  # the sweep's own Local DE cells are the baselines
-  config.eval.learned_soup = False  # the sweep's table has the uniform and greedy soups only
+  # Ensembles only: soups (greedy soups recompute BatchNorm per candidate) and fine interpolation
+  # curves made one seed's evaluation longer than its training on a 2-core CPU.
+  config.eval.soups = False
+  config.eval.basin_points = 5
   config.eval.ood = "none"
   config.sweep = ml_collections.ConfigDict()
   config.sweep.lr_ratios = (2.0, 3.0, 4.0)
