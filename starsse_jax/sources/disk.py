@@ -82,12 +82,8 @@ class DiskImages:
   def repeat_channels(self, times: int) -> "DiskImages":
     return DiskImages(self.base, self.rows, self.repeat * times, self.where)
 
-  def chunks(self, rows: int = CHUNK_ROWS) -> Iterator[np.ndarray]:
-    for start in range(0, len(self), rows):
-      yield self[start:start + rows]
-
   def __iter__(self) -> Iterator[np.ndarray]:
-    for chunk in self.chunks():
+    for chunk in chunks(self):
       yield from chunk
 
   def __array__(self, dtype=None, copy=None):
@@ -145,6 +141,17 @@ def open_images(path: str, shape: tuple[int, ...], where: str) -> DiskImages | N
   if array.dtype != np.uint8 or tuple(array.shape) != tuple(shape):
     return None
   return DiskImages(array, where=where)
+
+
+def cached(path: str, shape: tuple[int, ...], fill: Callable[[int, int], np.ndarray],
+           where: str) -> DiskImages:
+  """The images of ``path``, written first (``write(path, shape, fill)``) when the file is
+  missing, cut short or of another shape."""
+  images = open_images(path, shape, where)
+  if images is None:
+    write(path, shape, fill)
+    images = open_images(path, shape, where)
+  return images
 
 
 def over_cap(nbytes: int, host_memory_mb: float) -> bool:

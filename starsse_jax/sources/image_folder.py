@@ -81,17 +81,15 @@ def _streamed(listing, stored_size: int, cache_dir: str, digest: str, root: str
   for s, (files, labels) in listing.items():
     shape = (len(files),) + first.shape[1:]
     path = os.path.join(cache_dir or CACHE_DIR, f"folder-{digest}-{s}.npy")
-    images = disk.open_images(path, shape, f"{root}/{s}")
-    if images is None:
-      def fill(start, stop, files=files, s=s):
-        chunk = _decode_all(files[start:stop], stored_size, f"{root}/{s}")
-        if chunk.shape[1:] != first.shape[1:]:
-          raise DatasetError(f"{root}/{s}: images have different sizes ({first.shape[1:]} and "
-                             f"{chunk.shape[1:]}); set data.stored_size to store them at one size.")
-        return chunk
-      disk.write(path, shape, fill)
-      images = disk.open_images(path, shape, f"{root}/{s}")
-    splits[s] = Split(images, np.asarray(labels, np.int32))
+
+    def fill(start, stop, files=files, s=s):
+      chunk = _decode_all(files[start:stop], stored_size, f"{root}/{s}")
+      if chunk.shape[1:] != first.shape[1:]:
+        raise DatasetError(f"{root}/{s}: images have different sizes ({first.shape[1:]} and "
+                           f"{chunk.shape[1:]}); set data.stored_size to store them at one size.")
+      return chunk
+
+    splits[s] = Split(disk.cached(path, shape, fill, f"{root}/{s}"), np.asarray(labels, np.int32))
   return splits
 
 
