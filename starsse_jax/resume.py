@@ -177,10 +177,12 @@ class RunCheckpointer:
     # leaf shape, which took most of a phase end's 1.2 s on a 2-core CPU when done here.
     carried = {str(i): _flatten(s) for i, s in progress.carried.items()}
     state = jax.device_get({"states": _flatten(progress.states), "carried": carried})
-    meta = {"phase": progress.phase, "step": progress.step, "histories": progress.histories,
-            "ensemble_ids": ids,
-            "alive": progress.alive, "carried": sorted(progress.carried),
-            "averaging": progress.states is not None and "average" in progress.states}
+    # A snapshot: the loop goes on appending to the history lists while the writer runs (a
+    # resumed run then logged rows twice, and its results differed from an uninterrupted one's).
+    meta = json.loads(json.dumps({
+        "phase": progress.phase, "step": progress.step, "histories": progress.histories,
+        "ensemble_ids": ids, "alive": progress.alive, "carried": sorted(progress.carried),
+        "averaging": progress.states is not None and "average" in progress.states}))
     step_id = progress.phase * 10 ** 9 + progress.step  # orders checkpoints across phases
 
     def write(background: bool) -> None:

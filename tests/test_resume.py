@@ -6,6 +6,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 
 import jax
@@ -184,3 +185,25 @@ def test_a_missing_member_file_falls_back_to_the_previous_progress(tmp_path):
   shutil.rmtree(tmp_path / "ck" / "members" / "00000")
   progress = resume.RunCheckpointer(str(tmp_path / "ck"), template).restore()
   assert (progress.phase, progress.step) == (0, 2)
+
+
+def test_a_background_save_keeps_the_history_as_it_was_when_saved(tmp_path, monkeypatch):
+  """The loop appends to its history while the writer runs; the progress must hold the rows of
+  the saved step only (a resumed run otherwise logged rows twice)."""
+  template = _template(4)
+  release = threading.Event()
+  save_step = checkpoint.save_step
+
+  def held(*args, **kwargs):  # the writer starts only once the loop has moved on
+    release.wait(timeout=60)
+    return save_step(*args, **kwargs)
+
+  monkeypatch.setattr(checkpoint, "save_step", held)
+  history = [{"step": 2}]
+  with resume.RunCheckpointer(str(tmp_path / "ck"), template) as ck:
+    ck.save(resume.Progress(0, 2, None, members.stack([template]), [history], [], [0]),
+            block=False)
+    history.append({"step": 4})
+    release.set()
+  progress = resume.RunCheckpointer(str(tmp_path / "ck"), template).restore()
+  assert progress.step == 2 and progress.histories == [[{"step": 2}]]
