@@ -251,15 +251,17 @@ def matched_members(num_members: int, cycle_ratio: float) -> int:
   return max(2, int(round(1 + (num_members - 1) * cycle_ratio)))
 
 
-def sweep_plan(b: Budget, lr_ratios, cycle_ratios, local_checkpoint: int = 0) -> SweepPlan:
+def sweep_plan(b: Budget, lr_ratios, cycle_ratios, local_checkpoint: int = 0,
+               sse: bool = True) -> SweepPlan:
   """Local DE, Global DE, and SSE and StarSSE at every (lr_ratio, cycle_ratio), as one plan.
 
   Phase 1 fine-tunes K members from checkpoint ``local_checkpoint`` (Local DE; its member 0 is
   also the first model of every SSE and StarSSE ensemble, as in the paper) and K members from
   checkpoints 0..K-1 (Global DE). Per cycle ratio, one phase holds the K-1 StarSSE branches of
   every lr ratio (all start from member 0; each follows its own peak learning rate), and K-1
-  phases advance one SSE chain per lr ratio by one cycle. Members of a phase share one step, so
-  the grid costs ``len(cycle_ratios) * K`` phases, not one run per cell.
+  phases advance one SSE chain per lr ratio by one cycle (``sse`` False leaves SSE out: a scan of
+  StarSSE's settings costs a third less). Members of a phase share one step, so the grid costs
+  ``len(cycle_ratios) * K`` phases, not one run per cell.
   """
   k, lr = b.num_members, b.lr
   n = b.steps(b.epochs)
@@ -284,6 +286,8 @@ def sweep_plan(b: Budget, lr_ratios, cycle_ratios, local_checkpoint: int = 0) ->
       ensembles[("starsse", r, c)] = [0] + [next_id + i for i, (rr, _) in enumerate(branches)
                                             if rr == r]
     next_id += len(branches)
+    if not sse:
+      continue
     chains = {r: [0] for r in lr_ratios}
     for j in range(k - 1):
       phases.append(Phase(f"sse_c{c:g}_cycle{j + 1}",

@@ -5,6 +5,7 @@ Per seed, the whole grid is one plan (``methods.sweep_plan``): the StarSSE branc
 lr_ratio train as members of one stacked phase with a per-member learning rate, and one SSE chain
 per lr_ratio advances per phase. Training is checkpointed like any run (a rerun resumes); a
 finished seed's numbers are written to ``seed_<s>-<hash>.json`` and not recomputed.
+``sweep.sse = False`` (absent: True) leaves SSE out, for a scan of StarSSE's own settings.
 
 Outputs in the workdir: ``sweep.csv`` (one row per seed x cell, every number), ``basin.csv``
 (interpolation curves from the first model to SSE/StarSSE members, every seed), ``summary.md``
@@ -77,7 +78,8 @@ def train_seed(config, data: TransferData, pretrained, seed: int, workdir: str |
                           epochs=ft.epochs, lr=ft.lr, warmup_epochs=ft.warmup_epochs,
                           warmup_lr=ft.warmup_lr, per_epoch=ft.schedule_unit == "epoch")
   local = seed % members.num_members(pretrained)
-  plan = methods.sweep_plan(budget, tuple(s.lr_ratios), tuple(s.cycle_ratios), local)
+  plan = methods.sweep_plan(budget, tuple(s.lr_ratios), tuple(s.cycle_ratios), local,
+                           sse=s.get("sse", True))
   model = models.build_model(c.model, data.num_target_classes)
   trainer = api._trainer(c, model, data, ft)  # pylint: disable=protected-access
   checkpointer = api._checkpointer(c, trainer, data, workdir, f"sweep-seed{seed}")  # pylint: disable=protected-access
@@ -290,6 +292,7 @@ def best_cells(rows, key: str = "val_ensemble_accuracy", cycle_ratio=None,
   return {method: cell for method, (cell, _) in best.items()}
 
 
+_ORDER = ("local_de", "global_de", "local_de_matched", "global_de_matched", "sse", "starsse")
 _TABLE_KEYS = ("ensemble_accuracy", "ensemble_nll", "ensemble_cal_nll", "dee", "member_accuracy",
                "uniform_soup_accuracy", "greedy_soup_accuracy")
 
@@ -298,8 +301,7 @@ def _best_table(cells, best) -> list[str]:
   fmt = lambda group, key: "{:.4f} +- {:.4f}".format(*_stat(group, key))
   lines = ["| method | lr_ratio | cycle_ratio | ensemble acc | ensemble NLL | calibrated NLL | "
            "DEE | member acc | uniform soup acc | greedy soup acc |", "|---" * 10 + "|"]
-  for method in ("local_de", "global_de", "local_de_matched", "global_de_matched", "sse",
-                 "starsse"):
+  for method in _ORDER:
     if method not in best:
       continue
     r, cr = best[method]
@@ -365,29 +367,40 @@ def summarize(rows, threshold: float) -> str:
   return "\n".join(lines) + "\n"
 
 
+def gains(group, prefix: str = "") -> dict[str, list[float]]:
+  """Per seed of one cell, its ensemble's gain over its own best member (``prefix`` 'val_' on the
+  validation slice): accuracy, ensemble - most accurate member; NLL, lowest member NLL -
+  ensemble's. Positive is better in both."""
+  rows = [x for x in group if x.get(f"{prefix}best_member_accuracy") is not None]
+  return {"accuracy": [x[f"{prefix}ensemble_accuracy"] - x[f"{prefix}best_member_accuracy"]
+                       for x in rows],
+          "nll": [x[f"{prefix}best_member_nll"] - x[f"{prefix}ensemble_nll"] for x in rows]}
+
+
 def _gain_table(cells, best) -> list[str]:
-  """Each best cell's ensemble against its own best member (the most accurate, and separately the
-  lowest-NLL one), per seed: mean +- std of the gain over seeds and their ratio, the number the
-  default setting is chosen by (a gain several times its seed spread survives another machine)."""
-  lines = ["Ensemble gain over its best member (accuracy: ensemble - best member; NLL: best "
-           "member - ensemble), mean +- std over seeds, and mean / std:", "",
-           "| method | val accuracy gain | val NLL gain | test accuracy gain | test NLL gain |",
+  """Every cell's ensemble against its own best member, per seed: mean +- std of the gain over
+  seeds (sample std) and their ratio, the number the default setting is chosen by (a gain three
+  times its seed spread survives another machine); * marks each method's cell chosen on
+  validation."""
+  lines = ["Ensemble gain over its best member (accuracy: ensemble - most accurate member; NLL: "
+           "lowest member NLL - ensemble), mean +- std over seeds (mean / std); * = the method's "
+           "cell chosen on validation:", "",
+           "| cell | val accuracy gain | val NLL gain | test accuracy gain | test NLL gain |",
            "|---|---|---|---|---|"]
-  for method, (r, cr) in best.items():
-    g = cells[(method, r, cr)]
+  order = lambda cell: (_ORDER.index(cell[0]) if cell[0] in _ORDER else len(_ORDER),
+                        cell[2] or 0.0, cell[1] or 0.0)
+  for cell in sorted(cells, key=order):
+    method, r, cr = cell
     cols = []
     for prefix in ("val_", ""):
-      acc = [x[f"{prefix}ensemble_accuracy"] - x[f"{prefix}best_member_accuracy"] for x in g
-             if x.get(f"{prefix}best_member_accuracy") is not None]
-      nll = [x[f"{prefix}best_member_nll"] - x[f"{prefix}ensemble_nll"] for x in g
-             if x.get(f"{prefix}best_member_nll") is not None]
-      for v in (acc, nll):
+      for v in gains(cells[cell], prefix).values():
         if not v:
           cols.append("-")
           continue
-        m, s = float(np.mean(v)), float(np.std(v, ddof=1)) if len(v) > 1 else math.nan
-        cols.append(f"{m:+.4f} +- {s:.4f} ({m / s:.1f}x)" if s > 0 else f"{m:+.4f}")
-    lines.append(f"| {_name((method, r, cr))} | " + " | ".join(cols) + " |")
+        m, sd = float(np.mean(v)), float(np.std(v, ddof=1)) if len(v) > 1 else math.nan
+        cols.append(f"{m:+.4f} +- {sd:.4f} ({m / sd:.1f}x)" if sd > 0 else f"{m:+.4f}")
+    mark = "*" if best.get(method) == (r, cr) else ""
+    lines.append(f"| {_name(cell)}{mark} | " + " | ".join(cols) + " |")
   return lines
 
 

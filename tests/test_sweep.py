@@ -38,6 +38,18 @@ def test_sweep_plan_shares_phases_and_names_every_cell():
   assert plan.ensembles[("local_de_matched", None, 1.0)] == [0, 1, 2]
   assert plan.ensembles[("global_de_matched", None, 1.0)] == [3, 4, 5]
   assert len(plan.ensembles) == 2 + 2 * 2 * 2 + 2
+
+
+def test_a_sweep_plan_without_sse_keeps_starsse_ids_and_trains_no_chain():
+  b = methods.Budget(num_members=3, steps_per_epoch=10, epochs=2.0, lr=0.1)
+  full = methods.sweep_plan(b, (0.5, 2.0), (1.0, 2.0))
+  plan = methods.sweep_plan(b, (0.5, 2.0), (1.0, 2.0), sse=False)
+  assert [p.name for p in plan.phases] == ["finetune", "starsse_c1", "starsse_c2"]
+  assert not any(key[0] == "sse" for key in plan.ensembles)
+  assert plan.ensembles[("starsse", 2.0, 1.0)] == full.ensembles[("starsse", 2.0, 1.0)]
+  # the second cycle ratio's branches follow the first's directly: ids 10..13
+  assert plan.ensembles[("starsse", 0.5, 2.0)] == [0, 10, 11]
+  assert sum(p.num_members for p in plan.phases) == 6 + 4 + 4
   assert methods.matched_members(5, 0.25) == 2 and methods.matched_members(5, 0.5) == 3
 
 
@@ -192,3 +204,21 @@ def test_first_model_curve_scores_each_length_and_seed(tmp_path):
   assert text.count("\n") == 4 and "| 2 | 6 |" in text
   curve.plot(str(tmp_path / "c.png"), rows)
   assert (tmp_path / "c.png").stat().st_size > 1000
+
+
+def test_gains_are_measured_against_each_seeds_own_best_member():
+  group = [{"ensemble_accuracy": 0.95, "best_member_accuracy": 0.94, "ensemble_nll": 0.20,
+            "best_member_nll": 0.23, "val_ensemble_accuracy": 0.90,
+            "val_best_member_accuracy": 0.91, "val_ensemble_nll": 0.30,
+            "val_best_member_nll": 0.29},
+           {"ensemble_accuracy": 0.96, "best_member_accuracy": 0.93, "ensemble_nll": 0.19,
+            "best_member_nll": 0.20, "val_best_member_accuracy": None}]
+  test = sweep.gains(group)
+  assert test["accuracy"] == pytest.approx([0.01, 0.03])
+  assert test["nll"] == pytest.approx([0.03, 0.01])
+  val = sweep.gains(group, "val_")  # the second seed has no validation numbers
+  assert val["accuracy"] == pytest.approx([-0.01]) and val["nll"] == pytest.approx([-0.01])
+  cells = {("starsse", 2.0, 0.5): group}
+  table = "\n".join(sweep._gain_table(cells, {"starsse": (2.0, 0.5)}))  # pylint: disable=protected-access
+  # mean 0.02, sample std 0.01414: 1.4 times the spread; the chosen cell is starred
+  assert "| starsse (lr_ratio 2, cycle_ratio 0.5)* | -0.0100 | -0.0100 | +0.0200 +- 0.0141 (1.4x)" in table
