@@ -298,7 +298,10 @@ _TABLE_KEYS = ("ensemble_accuracy", "ensemble_nll", "ensemble_cal_nll", "dee", "
 
 
 def _best_table(cells, best) -> list[str]:
-  fmt = lambda group, key: "{:.4f} +- {:.4f}".format(*_stat(group, key))
+  def fmt(group, key):
+    mean, std = _stat(group, key)
+    return "-" if math.isnan(mean) else f"{mean:.4f} +- {std:.4f}"
+
   lines = ["| method | lr_ratio | cycle_ratio | ensemble acc | ensemble NLL | calibrated NLL | "
            "DEE | member acc | uniform soup acc | greedy soup acc |", "|---" * 10 + "|"]
   for method in _ORDER:
@@ -480,6 +483,8 @@ def _claims(cells, best, rows, threshold) -> list[str]:
     parts, verdicts = [], []
     for soup in ("uniform", "greedy"):
       key, val_key = f"{soup}_soup_accuracy", f"{soup}_soup_val_accuracy"
+      if not any(r.get(key) is not None for r in rows):  # soups not made (eval.soups False)
+        continue
       chosen = best_cells(rows, key=val_key)
       for other in ("sse", "local_de"):
         if other not in chosen or "starsse" not in chosen:

@@ -109,8 +109,8 @@ RULES = [
     Rule(r"python -m starsse_jax\.main --config=paper/supervised_cifar100:starsse .*"
          r"--config\.pretrain\.checkpoint=resnet50-0676ba61\.pth .*", "run", tuple(SHRINK),
          expect_error="resnet50-0676ba61.pth"),
-    Rule(r"python experiments/sweep\.py --config=sweep(_default)? --workdir=\S+", "run",
-         tuple(TINY + SWEEP)),
+    Rule(r"python experiments/sweep\.py --config=sweep(_default|_starsse_settings)? --workdir=\S+",
+         "run", tuple(TINY + SWEEP)),
     Rule(r"python experiments/pretrain_sources\.py --workdir=\S+ --epochs=12 --seeds=5 "
          r"--export=starsse_jax/pretrained", "run", ("--epochs=0.01", "--seeds=2"),
          why="the recipe for a few steps; the export goes to the test's own directory"),

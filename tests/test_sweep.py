@@ -180,6 +180,10 @@ def test_summary_decides_each_claim_by_a_paired_interval():
   rows = [dict(r, ensemble_accuracy=r["ensemble_accuracy"] + (0.05 if r["seed"] == 1 else -0.03),
                ensemble_cal_nll=0.3) if r["method"] == "global_de" else r for r in rows]
   assert "1. Global DE beats Local DE: unresolved" in sweep.summarize(rows, threshold=0.1)
+  # Without soups (eval.soups False) there is no soup claim and no soup number.
+  bare = [{k: v for k, v in r.items() if "soup" not in k} for r in rows]
+  text = sweep.summarize(bare, threshold=0.1)
+  assert "5. StarSSE soups" not in text and "nan" not in text
 
 
 def test_first_model_curve_scores_each_length_and_seed(tmp_path):
