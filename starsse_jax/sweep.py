@@ -345,7 +345,9 @@ def _compare(cells, a, b) -> tuple[str, str]:
 
 def _name(cell) -> str:
   method, r, cr = cell
-  return method if r is None else f"{method} (lr_ratio {r:g}, cycle_ratio {cr:g})"
+  if r is None:  # a Deep Ensemble: matched to a cycle ratio's compute, or of K members
+    return method if cr is None else f"{method} (cycle_ratio {cr:g})"
+  return f"{method} (lr_ratio {r:g}, cycle_ratio {cr:g})"
 
 
 def summarize(rows, threshold: float) -> str:
@@ -356,12 +358,12 @@ def summarize(rows, threshold: float) -> str:
   best = best_cells(rows)
   seeds = sorted({r["seed"] for r in rows})
   lines = [f"Best setting per method, chosen by mean ensemble accuracy on the validation slice; "
-           f"test metrics, mean +- std over {len(seeds)} seed(s) {seeds}. DEE: calibrated NLL "
-           "as the number of Local DE members that match it.", ""] + _best_table(cells, best)
+           f"test metrics, mean +- std (ddof 0) over {len(seeds)} seed(s) {seeds}. DEE: "
+           "calibrated NLL as the number of Local DE members that match it.", ""] + _best_table(cells, best)
   if any(k[2] == 1.0 for k in cells):
     lines += ["", "At equal training compute (cycle_ratio 1: every method trains K x E "
               "member-epochs):", ""] + _best_table(cells, best_cells(rows, cycle_ratio=1.0))
-  lines += ["", *_gain_table(cells, best)]
+  lines += ["", *_cell_table(cells), "", *_gain_table(cells, best)]
   lines += ["", *_barrier_table(rows, threshold)]
   lines += ["", "Claims of the paper: each difference is mean [95% t interval] over seeds, paired "
             "by seed (same pre-trained checkpoint, data and first model); 'yes' only where the "
@@ -380,19 +382,44 @@ def gains(group, prefix: str = "") -> dict[str, list[float]]:
           "nll": [x[f"{prefix}best_member_nll"] - x[f"{prefix}ensemble_nll"] for x in rows]}
 
 
+def _sorted_cells(cells) -> list[tuple]:
+  return sorted(cells, key=lambda cell: (_ORDER.index(cell[0]) if cell[0] in _ORDER
+                                         else len(_ORDER), cell[2] or 0.0, cell[1] or 0.0))
+
+
+def _spread(values) -> str:
+  """'mean +- sample std' of ``values`` (no std for one value)."""
+  if not values:
+    return "-"
+  m = float(np.mean(values))
+  return f"{m:.4f} +- {float(np.std(values, ddof=1)):.4f}" if len(values) > 1 else f"{m:.4f}"
+
+
+def _cell_table(cells) -> list[str]:
+  """Every cell's ensemble and its best member, test and validation, mean +- std over seeds."""
+  keys = ("ensemble_accuracy", "ensemble_nll", "best_member_accuracy", "best_member_nll",
+          "val_ensemble_accuracy", "val_ensemble_nll")
+  lines = ["Every cell: its ensemble and its best member (the most accurate, and the lowest-NLL "
+           "one), mean +- std (ddof 1) over seeds:", "",
+           "| cell | accuracy | NLL | best member accuracy | best member NLL | val accuracy | "
+           "val NLL |", "|---" * 7 + "|"]
+  for cell in _sorted_cells(cells):
+    cols = [_spread([r[k] for r in cells[cell] if r.get(k) is not None]) for k in keys]
+    lines.append(f"| {_name(cell)} | " + " | ".join(cols) + " |")
+  return lines
+
+
 def _gain_table(cells, best) -> list[str]:
   """Every cell's ensemble against its own best member, per seed: mean +- std of the gain over
   seeds (sample std) and their ratio, the number the default setting is chosen by (a gain three
   times its seed spread survives another machine); * marks each method's cell chosen on
   validation."""
   lines = ["Ensemble gain over its best member (accuracy: ensemble - most accurate member; NLL: "
-           "lowest member NLL - ensemble), mean +- std over seeds (mean / std); * = the method's "
-           "cell chosen on validation:", "",
+           "lowest member NLL - ensemble), mean +- std (ddof 1) over seeds (mean / std); * = the "
+           "method's cell chosen on validation:", "",
            "| cell | val accuracy gain | val NLL gain | test accuracy gain | test NLL gain |",
            "|---|---|---|---|---|"]
-  order = lambda cell: (_ORDER.index(cell[0]) if cell[0] in _ORDER else len(_ORDER),
-                        cell[2] or 0.0, cell[1] or 0.0)
-  for cell in sorted(cells, key=order):
+  for cell in _sorted_cells(cells):
     method, r, cr = cell
     cols = []
     for prefix in ("val_", ""):

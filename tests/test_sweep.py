@@ -226,3 +226,7 @@ def test_gains_are_measured_against_each_seeds_own_best_member():
   table = "\n".join(sweep._gain_table(cells, {"starsse": (2.0, 0.5)}))  # pylint: disable=protected-access
   # mean 0.02, sample std 0.01414: 1.4 times the spread; the chosen cell is starred
   assert "| starsse (lr_ratio 2, cycle_ratio 0.5)* | -0.0100 | -0.0100 | +0.0200 +- 0.0141 (1.4x)" in table
+  cells[("local_de_matched", None, 0.5)] = group[:1]
+  table = "\n".join(sweep._cell_table(cells))  # pylint: disable=protected-access
+  assert "| starsse (lr_ratio 2, cycle_ratio 0.5) | 0.9550 +- 0.0071 | 0.1950 +- 0.0071 | " in table
+  assert "| local_de_matched (cycle_ratio 0.5) | 0.9500 | 0.2000 | 0.9400 | 0.2300 | 0.9000 |" in table
