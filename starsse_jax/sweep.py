@@ -359,7 +359,8 @@ def summarize(rows, threshold: float) -> str:
   seeds = sorted({r["seed"] for r in rows})
   lines = [f"Best setting per method, chosen by mean ensemble accuracy on the validation slice; "
            f"test metrics, mean +- std (ddof 0) over {len(seeds)} seed(s) {seeds}. DEE: "
-           "calibrated NLL as the number of Local DE members that match it.", ""] + _best_table(cells, best)
+           "calibrated NLL as the number of Local DE members that match it.", "",
+           *_best_table(cells, best)]
   if any(k[2] == 1.0 for k in cells):
     lines += ["", "At equal training compute (cycle_ratio 1: every method trains K x E "
               "member-epochs):", ""] + _best_table(cells, best_cells(rows, cycle_ratio=1.0))
