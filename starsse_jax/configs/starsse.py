@@ -14,9 +14,9 @@ Prints a table with member 0 (the plain fine-tuned model), the branches, the 5-m
 the Local DE baseline, and the greedy ensemble and soups. On a 2-core CPU (2026-12-02): 3 min 56 s;
 the ensemble (test accuracy 0.9528 / NLL 0.1382) is above member 0 in accuracy (0.9520 / 0.1377)
 but not above its best branch (0.9542 / 0.1377), and the Local DE baseline is the best row
-(0.9552 / 0.1276). Over three seeds the ensemble's gain over its best member is within its seed
-spread and the Local DE of equal compute is ahead (docs/default-run.md; digits differ on other
-CPU types).
+(0.9552 / 0.1276). Over three seeds the ensemble's gain over its best member is about one seed
+spread or less, and the Local DE of equal compute is ahead (docs/default-run.md; digits differ
+on other CPU types).
 """
 from starsse_jax import configlib
 
