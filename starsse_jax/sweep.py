@@ -388,12 +388,17 @@ def _sorted_cells(cells) -> list[tuple]:
                                          else len(_ORDER), cell[2] or 0.0, cell[1] or 0.0))
 
 
+def _mean_std(values) -> tuple[float, float]:
+  """Mean and sample std (ddof 1; nan for one value) of a non-empty list."""
+  return float(np.mean(values)), float(np.std(values, ddof=1)) if len(values) > 1 else math.nan
+
+
 def _spread(values) -> str:
   """'mean +- sample std' of ``values`` (no std for one value)."""
   if not values:
     return "-"
-  m = float(np.mean(values))
-  return f"{m:.4f} +- {float(np.std(values, ddof=1)):.4f}" if len(values) > 1 else f"{m:.4f}"
+  m, sd = _mean_std(values)
+  return f"{m:.4f}" if math.isnan(sd) else f"{m:.4f} +- {sd:.4f}"
 
 
 def _cell_table(cells) -> list[str]:
@@ -428,7 +433,7 @@ def _gain_table(cells, best) -> list[str]:
         if not v:
           cols.append("-")
           continue
-        m, sd = float(np.mean(v)), float(np.std(v, ddof=1)) if len(v) > 1 else math.nan
+        m, sd = _mean_std(v)
         cols.append(f"{m:+.4f} +- {sd:.4f} ({m / sd:.1f}x)" if sd > 0 else f"{m:+.4f}")
     mark = "*" if best.get(method) == (r, cr) else ""
     lines.append(f"| {_name(cell)}{mark} | " + " | ".join(cols) + " |")
