@@ -87,10 +87,11 @@ def method_config(method: str, seed: int):
   c.finetune.epochs = _EPOCHS.value
   c.finetune.swa_epochs = _EPOCHS.value
   # The settings of the README's table, pinned here since the defaults became the default run's:
-  # fine-tuning lr 0.02, StarSSE/SSE cycles of 0.5 x lr over 1 x E, 100 validation images/class.
+  # fine-tuning lr 0.02, StarSSE/SSE cycles of 0.5 x lr over 1 x E, 200 training and 100
+  # validation images/class.
   c.finetune.lr = _LR.value
   c.finetune.lr_ratio, c.finetune.cycle_ratio = 0.5, 1.0
-  c.data.target_val_per_class = 100
+  c.data.target_train_per_class, c.data.target_val_per_class = 200, 100
   if method != "mc_dropout":
     c.num_members = _MEMBERS.value
   c.data.target_test_per_class = _TEST_PER_CLASS.value

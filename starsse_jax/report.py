@@ -46,6 +46,24 @@ def rows(results: dict[str, Any]) -> list[tuple[str, dict[str, float]]]:
   return out
 
 
+def member_gains(results: dict[str, Any]) -> dict[str, dict[str, Any]]:
+  """The ensemble against its own members on the test set, as gains (accuracy: ensemble - member;
+  NLL: member - ensemble; positive is better): ``best``, the best member on the test set (chosen
+  with the test labels, so the comparison is optimistic), and ``picked``, the member picked on the
+  validation slice (the most accurate there for accuracy, the lowest NLL there for NLL), the one
+  a user would deploy."""
+  test, val = results["test"], results["val"]
+  ens = test["ensemble"]
+  acc = [m["accuracy"] for m in test["members"]]
+  nll = [m["nll"] for m in test["members"]]
+  by_acc = int(np.argmax([m["accuracy"] for m in val["members"]]))
+  by_nll = int(np.argmin([m["nll"] for m in val["members"]]))
+  return {"best": {"accuracy": ens["accuracy"] - max(acc), "nll": min(nll) - ens["nll"],
+                   "members": (int(np.argmax(acc)), int(np.argmin(nll)))},
+          "picked": {"accuracy": ens["accuracy"] - acc[by_acc], "nll": nll[by_nll] - ens["nll"],
+                     "members": (by_acc, by_nll)}}
+
+
 def table(results: dict[str, Any]) -> str:
   """A markdown table of test metrics."""
   lines = ["| model | " + " | ".join(_COLUMNS) + " |", "|---" * (len(_COLUMNS) + 1) + "|"]
@@ -56,6 +74,12 @@ def table(results: dict[str, Any]) -> str:
   lines.append("")
   lines.append(f"diversity: disagreement {div['disagreement']:.4f}, "
                f"KL to ensemble {div['kl_to_ensemble']:.4f}")
+  if len(results["test"]["members"]) > 1 and "val" in results:
+    g = member_gains(results)
+    lines.append("ensemble gain over its members (test; accuracy up, NLL down): over the best "
+                 f"member there {g['best']['accuracy']:+.4f} / {g['best']['nll']:+.4f}; over the "
+                 "member picked on validation (member {} / {}) ".format(*g["picked"]["members"])
+                 + f"{g['picked']['accuracy']:+.4f} / {g['picked']['nll']:+.4f}")
   if "baseline" in results:
     b = results["baseline"]["test"]
     acc = [m["accuracy"] for m in b["members"]]

@@ -178,3 +178,23 @@ def test_progress_is_a_bar_on_a_terminal_and_silent_otherwise():
   quiet.update(5)
   quiet.close()
   assert not quiet.active and piped.getvalue() == ""
+
+
+def test_member_gains_against_the_best_member_and_the_one_picked_on_validation():
+  member = lambda acc, nll: {"accuracy": acc, "nll": nll}
+  results = {
+      "test": {"members": [member(0.90, 0.30), member(0.93, 0.28), member(0.92, 0.25)],
+               "ensemble": member(0.94, 0.26), "diversity": {"disagreement": 0.1,
+                                                              "kl_to_ensemble": 0.01}},
+      # On validation member 0 is the most accurate and member 1 has the lowest NLL.
+      "val": {"members": [member(0.95, 0.31), member(0.91, 0.20), member(0.94, 0.22)]},
+      "member_names": ["a", "b", "c"], "method": "starsse"}
+  g = report.member_gains(results)
+  assert g["best"]["members"] == (1, 2) and g["picked"]["members"] == (0, 1)
+  assert g["best"]["accuracy"] == pytest.approx(0.01) and g["best"]["nll"] == pytest.approx(-0.01)
+  assert g["picked"]["accuracy"] == pytest.approx(0.04)
+  assert g["picked"]["nll"] == pytest.approx(0.02)
+  line = [x for x in report.table(results).splitlines() if x.startswith("ensemble gain")]
+  assert line == ["ensemble gain over its members (test; accuracy up, NLL down): over the best "
+                  "member there +0.0100 / -0.0100; over the member picked on validation "
+                  "(member 0 / 1) +0.0400 / +0.0200"]

@@ -79,6 +79,9 @@ def test_reduced_sweep_writes_every_cell_with_finite_numbers(tmp_path, monkeypat
           key in ("lr_ratio", "cycle_ratio") and "_de" in row["method"]):
         continue
       assert math.isfinite(float(row[key])), (key, row)
+    # The member picked on validation is at best the one best on the test set.
+    assert float(row["picked_member_accuracy"]) <= float(row["best_member_accuracy"])
+    assert float(row["picked_member_nll"]) >= float(row["best_member_nll"])
     if row["method"] in ("sse", "starsse"):  # curves at the basin cycle ratio, first seed
       assert float(row["barrier_from_first"]) >= 0
   with open(tmp_path / "basin.csv") as f:
@@ -214,7 +217,8 @@ def test_gains_are_measured_against_each_seeds_own_best_member():
   group = [{"ensemble_accuracy": 0.95, "best_member_accuracy": 0.94, "ensemble_nll": 0.20,
             "best_member_nll": 0.23, "val_ensemble_accuracy": 0.90,
             "val_best_member_accuracy": 0.91, "val_ensemble_nll": 0.30,
-            "val_best_member_nll": 0.29},
+            "val_best_member_nll": 0.29, "picked_member_accuracy": 0.92,
+            "picked_member_nll": 0.25},
            {"ensemble_accuracy": 0.96, "best_member_accuracy": 0.93, "ensemble_nll": 0.19,
             "best_member_nll": 0.20, "val_best_member_accuracy": None}]
   test = sweep.gains(group)
@@ -222,10 +226,15 @@ def test_gains_are_measured_against_each_seeds_own_best_member():
   assert test["nll"] == pytest.approx([0.03, 0.01])
   val = sweep.gains(group, "val_")  # the second seed has no validation numbers
   assert val["accuracy"] == pytest.approx([-0.01]) and val["nll"] == pytest.approx([-0.01])
+  picked = sweep.gains(group, member="picked")  # the second seed predates the picked member
+  assert picked["accuracy"] == pytest.approx([0.03]) and picked["nll"] == pytest.approx([0.05])
+  with pytest.raises(ValueError, match="test-only"):
+    sweep.gains(group, "val_", "picked")
   cells = {("starsse", 2.0, 0.5): group}
   table = "\n".join(sweep._gain_table(cells, {"starsse": (2.0, 0.5)}))  # pylint: disable=protected-access
   # mean 0.02, sample std 0.01414: 1.4 times the spread; the chosen cell is starred
-  assert "| starsse (lr_ratio 2, cycle_ratio 0.5)* | -0.0100 | -0.0100 | +0.0200 +- 0.0141 (1.4x)" in table
+  assert ("| starsse (lr_ratio 2, cycle_ratio 0.5)* | -0.0100 | -0.0100 | +0.0200 +- 0.0141 (1.4x) "
+          "| +0.0200 +- 0.0141 (1.4x) | +0.0300 | +0.0500 |") in table
   cells[("local_de_matched", None, 0.5)] = group[:1]
   table = "\n".join(sweep._cell_table(cells))  # pylint: disable=protected-access
   assert "| starsse (lr_ratio 2, cycle_ratio 0.5) | 0.9550 +- 0.0071 | 0.1950 +- 0.0071 | " in table
