@@ -75,6 +75,20 @@ def summary(probs, labels, num_bins: int = 15) -> dict[str, float]:
           "ece": ece(probs, labels, num_bins), "brier": brier(probs, labels)}
 
 
+def best_members(test_members, val_members) -> dict[str, dict]:
+  """The members an ensemble is measured against, from per-member ``{"accuracy", "nll"}`` dicts
+  of the test set and of the validation slice: ``best``, the most accurate and the lowest-NLL
+  member on the test set (chosen with the test labels, an optimistic comparison), and
+  ``picked``, those picked on the validation slice (the one a user would deploy), each with its
+  test accuracy and NLL and the indices ``members`` = (by accuracy, by NLL)."""
+  def choose(scores):
+    by_acc = int(np.argmax([m["accuracy"] for m in scores]))
+    by_nll = int(np.argmin([m["nll"] for m in scores]))
+    return {"accuracy": test_members[by_acc]["accuracy"], "nll": test_members[by_nll]["nll"],
+            "members": (by_acc, by_nll)}
+  return {"best": choose(test_members), "picked": choose(val_members)}
+
+
 def ensemble_report(member_probs, labels, num_bins: int = 15) -> dict:
   """Per-member metrics, the full ensemble's, its diversity, and the ensemble-size curve.
 

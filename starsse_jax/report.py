@@ -11,6 +11,8 @@ from typing import Any
 
 import numpy as np
 
+from starsse_jax import metrics
+
 _COLUMNS = ("accuracy", "nll", "ece", "brier", "cal. nll", "ood auroc")
 
 
@@ -47,21 +49,13 @@ def rows(results: dict[str, Any]) -> list[tuple[str, dict[str, float]]]:
 
 
 def member_gains(results: dict[str, Any]) -> dict[str, dict[str, Any]]:
-  """The ensemble against its own members on the test set, as gains (accuracy: ensemble - member;
-  NLL: member - ensemble; positive is better): ``best``, the best member on the test set (chosen
-  with the test labels, so the comparison is optimistic), and ``picked``, the member picked on the
-  validation slice (the most accurate there for accuracy, the lowest NLL there for NLL), the one
-  a user would deploy."""
-  test, val = results["test"], results["val"]
-  ens = test["ensemble"]
-  acc = [m["accuracy"] for m in test["members"]]
-  nll = [m["nll"] for m in test["members"]]
-  by_acc = int(np.argmax([m["accuracy"] for m in val["members"]]))
-  by_nll = int(np.argmin([m["nll"] for m in val["members"]]))
-  return {"best": {"accuracy": ens["accuracy"] - max(acc), "nll": min(nll) - ens["nll"],
-                   "members": (int(np.argmax(acc)), int(np.argmin(nll)))},
-          "picked": {"accuracy": ens["accuracy"] - acc[by_acc], "nll": nll[by_nll] - ens["nll"],
-                     "members": (by_acc, by_nll)}}
+  """The ensemble against its own members on the test set (``metrics.best_members``: ``best`` on
+  the test set, ``picked`` on the validation slice), as gains: accuracy, ensemble - member; NLL,
+  member - ensemble; positive is better."""
+  ens = results["test"]["ensemble"]
+  chosen = metrics.best_members(results["test"]["members"], results["val"]["members"])
+  return {k: {"accuracy": ens["accuracy"] - m["accuracy"], "nll": m["nll"] - ens["nll"],
+              "members": m["members"]} for k, m in chosen.items()}
 
 
 def table(results: dict[str, Any]) -> str:

@@ -143,6 +143,8 @@ def evaluate_seed(config, data: TransferData, model, variables, plan: methods.Sw
     val_acc = [metrics.accuracy(p, data.target_val.labels) for p in val[ids]]
     val_nll = [metrics.nll(p, data.target_val.labels) for p in val[ids]]
     soups = api.make_soups(c, data, ens, val_acc) if c.eval.soups else {}
+    chosen = metrics.best_members(
+        report_["members"], [{"accuracy": a, "nll": n} for a, n in zip(val_acc, val_nll)])
     first = members.take(params, ids[0])
     later = ids[1:]
     row = {
@@ -155,12 +157,12 @@ def evaluate_seed(config, data: TransferData, model, variables, plan: methods.Sw
         "dee": uncertainty.deep_ensemble_equivalent(ens_cal_nll, reference),
         "member_accuracy": float(np.mean([m["accuracy"] for m in report_["members"]])),
         "member_nll": float(np.mean([m["nll"] for m in report_["members"]])),
-        "best_member_accuracy": max(m["accuracy"] for m in report_["members"]),
-        "best_member_nll": min(m["nll"] for m in report_["members"]),
+        "best_member_accuracy": chosen["best"]["accuracy"],
+        "best_member_nll": chosen["best"]["nll"],
         "val_best_member_accuracy": max(val_acc), "val_best_member_nll": min(val_nll),
         # The member a user would deploy without the test set: best on the validation slice.
-        "picked_member_accuracy": report_["members"][int(np.argmax(val_acc))]["accuracy"],
-        "picked_member_nll": report_["members"][int(np.argmin(val_nll))]["nll"],
+        "picked_member_accuracy": chosen["picked"]["accuracy"],
+        "picked_member_nll": chosen["picked"]["nll"],
         "disagreement": report_["diversity"]["disagreement"],
         "l2_to_first": float(np.mean([basin.l2_distance(members.take(params, i), first)
                                       for i in later])),

@@ -4,16 +4,16 @@ Local and Global DE of the same seeds.
 
   python experiments/sweep.py --config=sweep_starsse_settings --workdir=runs/starsse_settings
 
-The previous default setting (``configs/sweep_default.py``: peaks of 2-4 x lr over 0.25 x E)
-gives no StarSSE ensemble above its first model on validation; this sweep tries the other side,
-peaks that keep the branches near the first model and cycles long enough for them to settle
-again (at 1 x E StarSSE costs what the Local DE of K = 5 costs). SSE is left out (``sweep.sse``), a third of the
+The previous default setting (``configs/sweep_default.py``: peaks of 2-4 x lr over 0.25 x E) gives
+no StarSSE ensemble above its first model on validation; this sweep tries the other side, peaks that
+keep the branches near the first model and cycles long enough for them to settle again (at 1 x E
+StarSSE costs what the Local DE of K = 5 costs). SSE is left out (``sweep.sse``), a third of the
 training. The summary's gain table gives each cell's ensemble gain over its best member with its
 seed spread: the number the default is chosen by (docs/default-run.md). Three seeds, 2-core CPU,
-about 13 minutes a seed: no cell's gain reaches three times its spread on validation, in accuracy
-or NLL; peak 2 x lr over 0.5 x E comes closest (validation NLL gain +0.0039 +- 0.0049, accuracy
--0.0003 +- 0.0021; on the test set +0.0043 NLL and +0.0011 accuracy). It became the default's
-cycle; the default's target set then moved to 100 images a class (configs/sweep_small_target.py).
+about 13 minutes a seed: no cell's gain reaches three times its spread on validation, in accuracy or
+NLL; peak 2 x lr over 0.5 x E comes closest (validation NLL gain +0.0039 +- 0.0049, accuracy -0.0003
++- 0.0021; on the test set +0.0043 NLL and +0.0011 accuracy). It became the default's cycle; the
+default's target set then moved to 100 images a class (configs/sweep_small_target.py).
 """
 from starsse_jax.configs import sweep_default
 
