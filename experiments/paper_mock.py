@@ -1,6 +1,7 @@
 """The paper's configuration end to end on data shaped like CIFAR-100, from a converted ResNet-50.
 
   python experiments/paper_mock.py --workdir=/tmp/mock [--epochs=1] [--method=starsse]
+  python experiments/paper_mock.py --workdir=/tmp/mock --config=paper/swin_cifar100  # Swin-T
 
 1. Writes a random-init ResNet-50 as a PyTorch checkpoint: torchvision's own when torch and
    torchvision import (then the converted network's logits are compared with torchvision's, and
@@ -85,15 +86,30 @@ def write_resnet50(path: str) -> str:
   return "; ".join(notes)
 
 
+def write_swin_tiny(path: str) -> str:
+  """timm's random-init Swin-T saved as a state_dict (timm >= 0.9 layout)."""
+  import timm  # pylint: disable=g-import-not-at-top
+  import torch  # pylint: disable=g-import-not-at-top
+  torch.manual_seed(0)
+  model = timm.create_model("swin_tiny_patch4_window7_224", pretrained=False)
+  torch.save(model.state_dict(), path)
+  return f"timm {timm.__version__} swin_tiny_patch4_window7_224 (torch {torch.__version__})"
+
+
 def main():
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--workdir", required=True)
+  parser.add_argument("--config", default="paper/supervised_cifar100",
+                      help="paper/supervised_cifar100 (a ResNet-50) or paper/swin_cifar100 (a "
+                           "random-init Swin-T written by timm, which must import)")
   parser.add_argument("--epochs", type=float, default=1.0)
   parser.add_argument("--method", default="starsse")
   parser.add_argument("--members", type=int, default=5)
   parser.add_argument("--n-train", type=int, default=50_000)
   parser.add_argument("--placement", default="auto", help="data.placement: auto, device, host")
   parser.add_argument("--n-test", type=int, default=10_000)
+  parser.add_argument("--memory-limit-mb", type=float, default=0,
+                      help="execution.memory_limit_mb (0: what the device has)")
   parser.add_argument("--batch", type=int, default=0, help="0: the paper's 256")
   parser.add_argument("--image-size", type=int, default=0, help="0: the paper's 224")
   parser.add_argument("--stored-size", type=int, default=0,
@@ -103,7 +119,12 @@ def main():
   ckpt = os.path.join(args.workdir, "resnet50.pth")
   npz = os.path.join(args.workdir, "cifar100_mock.npz")
   t = time.perf_counter()
-  made = write_resnet50(ckpt)
+  swin = "swin" in args.config
+  if swin:
+    ckpt = os.path.join(args.workdir, "swin_tiny.pth")
+    made = write_swin_tiny(ckpt)
+  else:
+    made = write_resnet50(ckpt)
   if not os.path.exists(ckpt):
     ckpt = ckpt.replace(".pth", ".npz")
   print(f"checkpoint: {made} ({time.perf_counter() - t:.1f} s)", flush=True)
@@ -111,12 +132,13 @@ def main():
   write_mock_cifar100(npz, n_train=args.n_train, n_test=args.n_test)
   print(f"mock data written ({time.perf_counter() - t:.1f} s)", flush=True)
 
-  from starsse_jax.configs.paper import supervised_cifar100  # pylint: disable=g-import-not-at-top
-  from starsse_jax import api, report  # pylint: disable=g-import-not-at-top
+  from starsse_jax import api, configs, report  # pylint: disable=g-import-not-at-top
   report.quiet_cli_logging()
-  config = supervised_cifar100.get_config(args.method)
+  config = configs.load(f"{args.config}:{args.method}")
   config.pretrain.checkpoint = ckpt
   config.data.target = f"npz:{npz}"
+  # A warm-up (the Swin recipe's 10 of 102 epochs) keeps its share of the shortened run.
+  config.finetune.warmup_epochs *= args.epochs / config.finetune.epochs
   config.finetune.epochs = args.epochs
   config.num_members = args.members
   config.data.placement = args.placement
@@ -124,7 +146,13 @@ def main():
   config.eval.soups = False  # soups' BatchNorm passes are not what this measures
   config.finetune.batch_size = args.batch or config.finetune.batch_size
   config.data.image_size = args.image_size or config.data.image_size
+  config.execution.memory_limit_mb = args.memory_limit_mb
   results = api.run(config, os.path.join(args.workdir, "run"))
+  import jax  # pylint: disable=g-import-not-at-top
+  stats = jax.devices()[0].memory_stats() or {}
+  if stats.get("peak_bytes_in_use"):
+    print(f"device memory: peak {stats['peak_bytes_in_use'] / 2**30:.1f} GiB in use of "
+          f"{stats.get('bytes_limit', 0) / 2**30:.1f} GiB", flush=True)
   timing = results["timing"]
   steps_per_epoch = ((args.n_train - 100 * config.data.target_val_per_class)
                      // config.finetune.batch_size)

@@ -59,6 +59,38 @@ def _rate(amp: bool, batch: int, steps: int, size: int, repeats: int, num_classe
   return batch * steps / statistics.median(times)
 
 
+def torch_timm_rate(name: str, batch: int, steps: int, size: int = 224, repeats: int = 3,
+                    num_classes: int = 10) -> float:
+  """img/s of timm's ``name`` trained on the first CUDA device under AMP bf16 autocast (SGD with
+  momentum and weight decay, as the JAX benchmark's step), eager mode."""
+  import timm  # pylint: disable=g-import-not-at-top
+  import torch  # pylint: disable=g-import-not-at-top
+  torch.manual_seed(0)
+  model = timm.create_model(name, pretrained=False, num_classes=num_classes).cuda().train()
+  x = torch.rand(batch, 3, size, size, device="cuda")
+  y = torch.randint(0, num_classes, (batch,), device="cuda")
+  opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4)
+
+  def run(n):
+    for _ in range(n):
+      with torch.autocast("cuda", dtype=torch.bfloat16):
+        loss = torch.nn.functional.cross_entropy(model(x), y)
+      opt.zero_grad(set_to_none=True)
+      loss.backward()
+      opt.step()
+    torch.cuda.synchronize()
+
+  run(3)
+  times = []
+  for _ in range(repeats):
+    start = time.perf_counter()
+    run(steps)
+    times.append(time.perf_counter() - start)
+  del model, opt
+  torch.cuda.empty_cache()
+  return batch * steps / statistics.median(times)
+
+
 # ------------------------------------------------------------------------------- CPU
 
 

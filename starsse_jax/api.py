@@ -12,6 +12,7 @@ A notebook uses these directly::
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import json
@@ -26,10 +27,11 @@ import numpy as np
 import optax
 
 from starsse_jax import (basin, checkpoint, configlib, distributed, inference, low_precision,
-                         members, methods, metrics, models, optimizers, regularizers, report,
+                         members, memory, methods, metrics, models, optimizers, regularizers, report,
                          resume, soups, train, uncertainty, weights)
 from starsse_jax import data as data_lib
 from starsse_jax.data import TransferData, from_arrays, load_transfer_data
+from starsse_jax.sources import disk
 
 __all__ = ["Ensemble", "load_transfer_data", "from_arrays", "import_checkpoints", "pretrain", "finetune", "evaluate", "make_soups",
            "basin_report", "run"]
@@ -145,24 +147,52 @@ def _check_model(config, data: TransferData) -> None:
   """Builds the model on the data's images before anything is trained: an image size the model
   cannot take, a classifier that cannot be found, MC-dropout without dropout stop here."""
   model = models.build_model(config.model, data.num_target_classes)
-  shape = data.image_shape
-  if config.data.image_size:
-    shape = (config.data.image_size, config.data.image_size, shape[-1])
+  shape = model_input_shape(config, data)
   try:
-    variables = jax.eval_shape(lambda: model.init(jax.random.key(0), np.zeros((1,) + tuple(shape),
-                                                                        np.float32), train=False))
+    variables = jax.eval_shape(lambda: models.init(model, jax.random.key(0),
+                                                   np.zeros((1,) + shape, np.float32)))
   except ValueError as e:
     raise ValueError(f"model {config.model.name} cannot take images of shape {shape}: {e}") from e
   _check_head(config, model, variables, f"model {config.model.name}")
+  _check_collections(config, model, variables, shape)
   for name in ("pretrain", "finetune"):
     section = config[name]
     classes = data.num_target_classes if name == "finetune" else data.num_source_classes
     if (section.mixup_alpha > 0 or section.cutmix_alpha > 0) and classes < 2:
       raise ValueError(f"{name}.mixup_alpha/cutmix_alpha mix images of different classes, but "
                        f"the {name} task has {classes} class: set them to 0.")
-  if config.method == "mc_dropout" and not models.has_dropout(model):
+  if config.method == "mc_dropout" and not models.has_dropout(model, shape):
     raise ValueError(f"method='mc_dropout' needs a model with dropout; {config.model.name} takes "
-                     "no 'stochastic' argument (see starsse_jax.models).")
+                     "no 'stochastic' argument and calls no nn.Dropout of rate above 0 (see "
+                     "starsse_jax.models).")
+
+
+def model_input_shape(config, data: TransferData) -> tuple[int, ...]:
+  """The shape of one image as the model sees it (after ``data.image_size`` resizing)."""
+  shape = tuple(data.image_shape)
+  if config.data.image_size:
+    shape = (config.data.image_size, config.data.image_size, shape[-1])
+  return shape
+
+
+def _check_collections(config, model, variables, shape) -> None:
+  """A module that reads a variable collection other than ``params`` and ``batch_stats`` is
+  refused before training (the library carries those two); collections it only writes with
+  ``sow`` are fine. Calls it once in each mode, abstractly."""
+  extra = sorted(set(variables) - {"params", "batch_stats"})
+  if not extra:
+    return
+  kept = {k: variables[k] for k in ("params", "batch_stats") if k in variables}
+  x = np.zeros((2,) + shape, np.float32)
+  try:
+    for train in (True, False):
+      jax.eval_shape(lambda v: models.apply(model, v, x, train=train, mutable=["batch_stats"]),
+                     kept)
+  except Exception as e:  # pylint: disable=broad-except
+    raise ValueError(f"model {config.model.name} reads the variable collection(s) {extra}, but "
+                     "the library carries only 'params' (trained) and 'batch_stats' (updated in "
+                     "train mode): keep such state in 'batch_stats', or make it parameters. "
+                     f"({type(e).__name__}: {str(e).splitlines()[0]})") from e
 
 
 def given_pretrained(config, data: TransferData, variables) -> dict[str, Any]:
@@ -259,18 +289,9 @@ def pretrain(config, data: TransferData, workdir: str | None = None, writer=None
   return variables
 
 
-def finetune(config, data: TransferData, pretrained: dict[str, Any], writer=None,
-             workdir: str | None = None, stop: resume.StopRequest | None = None) -> Ensemble:
-  """Fine-tunes ``config.num_members`` members on the target task with ``config.method``.
-
-  With a ``workdir`` the progress is checkpointed (see ``resume``) and a rerun resumes it; the
-  latest checkpoint of a finished run holds the whole ensemble.
-  """
-  needed = methods.checkpoints_needed(config.method, config.num_members)
-  have = members.num_members(pretrained)
-  if have < needed:
-    raise ValueError(f"method={config.method!r} with {config.num_members} members needs {needed} "
-                     f"pre-trained checkpoints; {have} given.")
+def finetune_plan(config, data: TransferData) -> list[methods.Phase]:
+  """The phases ``finetune`` runs for ``config.method`` on ``data`` (with the Local DE baseline's
+  phase when ``eval.baseline='local_de'``)."""
   ft = config.finetune
   budget = methods.Budget(
       num_members=config.num_members, steps_per_epoch=len(data.target_train) // ft.batch_size,
@@ -283,9 +304,63 @@ def finetune(config, data: TransferData, pretrained: dict[str, Any], writer=None
   plan = methods.build_plan(config.method, budget)
   if config.eval.baseline == "local_de":
     plan = methods.with_local_de_baseline(plan)
+  return plan
+
+
+def check_memory(config, data: TransferData, pretraining: bool) -> None:
+  """Stops before anything is compiled when a phase's estimated memory (``memory``) is above what
+  the device has (or ``execution.memory_limit_mb``); logs the estimate otherwise. The largest
+  fine-tuning phase is checked, and with ``pretraining`` the pre-training phase."""
+  limit = config.execution.get("memory_limit_mb", 0)
+  checks = []
+  if pretraining:
+    model = models.without_dropout(models.build_model(config.model, data.num_source_classes))
+    checks.append(("pre-training", _trainer(config, model, data, config.pretrain),
+                   config.pretrain.num_checkpoints, config.pretrain.batch_size, data.source_train,
+                   0, False))
+  plan = finetune_plan(config, data)
+  largest = max(plan, key=lambda phase: phase.num_members)
   model = models.build_model(config.model, data.num_target_classes)
-  trainer = _trainer(config, model, data, ft)
+  checks.append((f"fine-tuning phase {largest.name!r} (num_members={config.num_members})",
+                 _trainer(config, model, data, config.finetune), largest.num_members,
+                 config.finetune.batch_size, data.target_train,
+                 sum(p.num_members for p in plan) - largest.num_members,
+                 largest.average is not None))
+  members_total = sum(p.num_members for p in plan) * max(config.eval.mc_samples, 1)
+  images = sum(len(s) for s in (data.target_test, data.target_val, data.ood) if s is not None)
+  variables = jax.eval_shape(lambda: checks[-1][1].init_variables(0, data.image_shape))
+  host = memory.evaluation_bytes(members_total, images, data.num_target_classes,
+                                 memory.tree_bytes(variables))
+  evaluation = f"the evaluation of {members_total} model(s)"
+  for what, trainer, k, batch, split, finished, averaging in checks:
+    on_device = trainer.placement == "device" or (
+        trainer.placement == "auto" and not isinstance(split.images, disk.DiskImages)
+        and data_lib.fits_on_device(split.images.nbytes))
+    est = memory.estimate(trainer, k, batch, split.images.shape[1:], finished,
+                          split.images.nbytes + split.labels.nbytes if on_device else 0,
+                          averaging)
+    held = est.state + (0 if what == "pre-training" else host)  # built on the host, evaluation
+    logging.info(memory.check(est, what + (f" and {evaluation}" if held > est.state else ""),
+                              limit, host_bytes=held))
+
+
+def finetune(config, data: TransferData, pretrained: dict[str, Any], writer=None,
+             workdir: str | None = None, stop: resume.StopRequest | None = None) -> Ensemble:
+  """Fine-tunes ``config.num_members`` members on the target task with ``config.method``.
+
+  With a ``workdir`` the progress is checkpointed (see ``resume``) and a rerun resumes it; the
+  latest checkpoint of a finished run holds the whole ensemble.
+  """
+  needed = methods.checkpoints_needed(config.method, config.num_members)
+  have = members.num_members(pretrained)
+  if have < needed:
+    raise ValueError(f"method={config.method!r} with {config.num_members} members needs {needed} "
+                     f"pre-trained checkpoints; {have} given.")
+  plan = finetune_plan(config, data)
+  model = models.build_model(config.model, data.num_target_classes)
+  trainer = _trainer(config, model, data, config.finetune)
   checkpointer = _checkpointer(config, trainer, data, workdir, config.method)
+  ft = config.finetune
   variables, phases = train.run_plan(trainer, plan, data.target_train, ft.batch_size,
                                   pretrained=pretrained, log_every=config.log_every_steps,
                                   writer=writer, checkpointer=checkpointer,
@@ -318,9 +393,10 @@ def _predict(config, data: TransferData, model, variables, images,
                            passes=passes, seed=config.seed, resize=config.data.resize)
 
 
-def mc_passes(config, model) -> int:
-  """Stochastic test passes per member: ``eval.mc_samples`` for a model with dropout, else 0."""
-  return config.eval.mc_samples if models.has_dropout(model) else 0
+def mc_passes(config, model, image_shape=None) -> int:
+  """Stochastic test passes per member: ``eval.mc_samples`` for a model with dropout (a module of
+  one's own: see ``models.has_dropout``, which needs the ``image_shape`` it sees), else 0."""
+  return config.eval.mc_samples if models.has_dropout(model, image_shape) else 0
 
 
 def _ame_optimizers(config) -> dict[str, Any]:
@@ -348,13 +424,12 @@ def _learned_soup(config, data: TransferData, ens: Ensemble):
   template = members.take(ens.variables["batch_stats"], 0)
   model = ens.model
   has_bn = bool(jax.tree.leaves(template))
-  stochastic = False if models.accepts_stochastic(model) else None
 
   def logits_fn(params, images):
     x = data_lib.normalize(data_lib.eval_view(images, config.data.image_size, config.data.resize),
                            data.mean, data.std)
     logits, _ = models.apply(model, {"params": params, "batch_stats": template}, x,
-                             train=has_bn, stochastic=stochastic, mutable=["batch_stats"])
+                             train=has_bn, stochastic=False, mutable=["batch_stats"])
     return logits.astype(np.float32)
 
   return soups.learned_soup(ens.variables["params"], logits_fn, data.target_val.images,
@@ -443,7 +518,7 @@ def evaluate(config, data: TransferData, ens: Ensemble) -> dict[str, Any]:
   calibrated metrics, DEE, OOD detection and selective prediction (``uncertainty``)."""
   if ens.baseline is not None:
     return _with_baseline(config, data, ens)
-  passes = mc_passes(config, ens.model)
+  passes = mc_passes(config, ens.model, model_input_shape(config, data))
   names = ens.member_names if not passes else [
       f"{name} pass {s}" for name in ens.member_names for s in range(passes)]
   results = {"method": config.method, "member_names": names}
@@ -588,6 +663,20 @@ def basin_report(config, data: TransferData, ens: Ensemble,
   return {"threshold": config.eval.basin_threshold, "members": rows}
 
 
+@contextlib.contextmanager
+def _training_kept(workdir: str, ens: Ensemble):
+  """Says, when the evaluation fails, that the training is saved and how to evaluate it again."""
+  try:
+    yield
+  except resume.Interrupted:
+    raise
+  except Exception as e:
+    logging.error("The evaluation failed (%s: %s). The %d trained member(s) are saved in %s: "
+                  "rerunning the same command loads them and runs only the evaluation.",
+                  type(e).__name__, e, ens.num_members, os.path.join(workdir, "checkpoints"))
+    raise
+
+
 def _check_workdir(workdir: str) -> None:
   """Refuses, before anything is read or computed, a workdir that cannot hold the outputs."""
   if not workdir:
@@ -622,8 +711,14 @@ def run(config, workdir: str, data: TransferData | tuple | None = None, model=No
   if model is not None:
     config = use_model(config, model)
   if variables is not None and config.pretrain.checkpoint:
-    raise ValueError("Give the pre-trained weights once: variables= or pretrain.checkpoint, "
-                     "not both.")
+    # The given network is the one to fine-tune; a config's own (a shipped network) is not.
+    logging.info("variables= given: pretrain.checkpoint=%r is not used.",
+                 config.pretrain.checkpoint)
+    config = config.copy_and_resolve_references()
+    config.pretrain.checkpoint = ""
+  if isinstance(variables, (list, tuple)):  # the given networks are the checkpoints
+    config = config.copy_and_resolve_references()
+    config.pretrain.num_checkpoints = len(variables)
   configlib.validate(config, data_given=data is not None)
   distributed.initialize(config.execution)  # with execution.distributed; before any JAX call
   _check_workdir(workdir)
@@ -646,6 +741,10 @@ def run(config, workdir: str, data: TransferData | tuple | None = None, model=No
     pretrained = given_pretrained(config, data, variables)
   else:
     pretrained = import_checkpoints(config, data) if config.pretrain.checkpoint else None
+  # Logged once the inputs are read and checked: a bad input's message stays the only line.
+  counts = data_lib.class_counts(data)
+  logging.info(data_lib.imbalance_line(counts))
+  check_memory(config, data, pretraining=pretrained is None and data.source_train is not None)
   times["pretrain_s"] = time.perf_counter() - t
   writer = report.create_writer(workdir) if writes else report.LoggingWriter()
   try:
@@ -659,7 +758,7 @@ def run(config, workdir: str, data: TransferData | tuple | None = None, model=No
       times["finetune_s"] = time.perf_counter() - t
       # Evaluation writes nothing until it is done and a rerun redoes it from the saved
       # ensemble: a stop ends it at once.
-      with stop.immediate("evaluating"):
+      with stop.immediate("evaluating"), _training_kept(workdir, ens):
         t = time.perf_counter()
         results = evaluate(config, data, ens)
         if config.eval.basin:
@@ -670,6 +769,7 @@ def run(config, workdir: str, data: TransferData | tuple | None = None, model=No
   trained = ens.phases + (ens.baseline.phases[1:] if ens.baseline is not None else [])
   results["phases"] = [{"name": p["name"], "members": p["members"],
                         "steps": len(p["lr_table"]), "history": p["history"]} for p in trained]
+  results["images_per_class"] = counts
   results["config"] = config.to_dict()
   if writes:
     report.write_json(os.path.join(workdir, "results.json"), results)

@@ -37,6 +37,11 @@ def base_config() -> ml_collections.ConfigDict:
   # tenths of a point, 200 measured one or two images
   c.data.target_val_per_class = 500
   c.data.target_test_per_class = 0  # 0: the whole test split of the target classes
+  # Whole-dataset targets and notebook arrays: this fraction of each class's training images is
+  # the validation slice (stratified, seeded) and all the others train; 0 = use the per-class
+  # counts above instead. The class split ('split') always uses the counts
+  c.data.val_fraction = 0.1
+  c.data.val_min_per_class = 1  # val_fraction's floor: validation images of every class
   c.data.crop_padding = 2  # training augmentation at native size: zero padding, then a random crop
   c.data.image_size = 0  # 0: native size, padded crop; N: random-resized-crop to N px (e.g. 224)
   c.data.flip = True  # random horizontal flips in training
@@ -152,6 +157,9 @@ def base_config() -> ml_collections.ConfigDict:
   # 'auto': unroll up to 8 members or on CPUs, map above on accelerators (docs/performance.md)
   c.execution.member_strategy = "auto"
   c.execution.num_devices = 0  # devices a phase spreads over; 0 = all visible
+  # A phase whose estimated memory per device is above this many MB stops before compiling;
+  # 0 = what the device has (free accelerator memory, available RAM on a CPU)
+  c.execution.memory_limit_mb = 0.0
   # Convolution kernel gradients: 'xla', 'taps' (one product per kernel tap; several times faster
   # on CPUs) or 'auto' ('taps' on CPU, 'xla' elsewhere). See starsse_jax/conv.py.
   c.execution.kernel_grad = "auto"
@@ -286,6 +294,9 @@ def validate(config: ml_collections.ConfigDict, data_given: bool = False) -> Non
        "process ids run from 0 to num_processes - 1.")
   need(ex.initialization_timeout_s >= 1,
        f"execution.initialization_timeout_s={ex.initialization_timeout_s!r}; use at least 1.")
+  need(config.execution.get("memory_limit_mb", 0) >= 0,
+       f"execution.memory_limit_mb={config.execution.get('memory_limit_mb')}; use 0 (what the "
+       "device has) or a size in MB.")
   need(config.execution.num_devices >= 0,
        f"execution.num_devices={config.execution.num_devices!r}; use 0 (all) or a positive count.")
   need(isinstance(config.num_members, int) and config.num_members >= 1,
@@ -370,6 +381,11 @@ def validate(config: ml_collections.ConfigDict, data_given: bool = False) -> Non
     _check_recipe(need, config[name], name, config.num_members)
   need(config.data.resize in data_lib.RESIZE_METHODS,
        f"data.resize={config.data.resize!r}; use 'bilinear' or 'bicubic'.")
+  need(0.0 <= config.data.get("val_fraction", 0.0) < 1.0,
+       f"data.val_fraction={config.data.get('val_fraction')}; use a fraction in [0, 1) of each "
+       "class's training images (0: the per-class counts).")
+  need(config.data.get("val_min_per_class", 1) >= 1,
+       f"data.val_min_per_class={config.data.get('val_min_per_class')}; use 1 or more.")
   need(config.data.placement in ("auto", "device", "host"),
        f"data.placement={config.data.placement!r}; use 'auto', 'device' or 'host'.")
   need(config.data.get("host_memory_mb", 0) >= 0,

@@ -103,6 +103,41 @@ def _per_class(split: Split, counts: list[int], rng: np.random.Generator,
   return [Split(disk.take_rows(split.images, i), split.labels[i]) for i in indices]
 
 
+def _by_fraction(split: Split, fraction: float, floor: int,
+                 rng: np.random.Generator) -> list[Split]:
+  """(validation, training): of each class's n images, ``round(fraction * n)`` but at least
+  ``floor`` (and at most n - 1) held out for validation, chosen by ``rng``; the rest train."""
+  val, rest = [], []
+  for c in np.unique(split.labels):
+    idx = rng.permutation(np.flatnonzero(split.labels == c))
+    if len(idx) < 2:
+      raise DatasetError(
+          f"Class {c} has {len(idx)} training image(s): it cannot give one validation image and "
+          "keep one to train on. Add images of that class or drop it from the data.")
+    n_val = min(max(int(round(fraction * len(idx))), floor, 1), len(idx) - 1)
+    val.append(idx[:n_val])
+    rest.append(idx[n_val:])
+  return [Split(disk.take_rows(split.images, i), split.labels[i])
+          for i in (np.sort(np.concatenate(val)), np.sort(np.concatenate(rest)))]
+
+
+def class_counts(data: "TransferData") -> dict[str, list[int]]:
+  """Images per target class in each split (``train``, ``val``, ``test``)."""
+  count = lambda s: np.bincount(s.labels, minlength=data.num_target_classes).tolist()
+  return {"train": count(data.target_train), "val": count(data.target_val),
+          "test": count(data.target_test)}
+
+
+def imbalance_line(counts: dict[str, list[int]]) -> str:
+  """One log line: the range of images per class of each split, and the largest over the
+  smallest (the imbalance ratio)."""
+  parts = []
+  for name, c in counts.items():
+    lo, hi = min(c), max(c)
+    parts.append(f"{name} {lo}" + ("" if lo == hi else f"-{hi} (ratio {hi / max(lo, 1):.2f})"))
+  return "Images per target class: " + ", ".join(parts) + "."
+
+
 def hold_out(split: Split, per_class: int, seed: int,
              field: str = "per_class") -> tuple[Split, Split]:
   """(the rest, a held-out slice): ``per_class`` images of every class of ``split`` set aside,
@@ -185,8 +220,10 @@ def transfer_split(splits: dict[str, Split], data_config, seed: int,
 
 
 def target_split(splits: dict[str, Split], data_config, seed: int) -> TransferData:
-  """A whole dataset as the target task: validation carved from ``train`` (class-balanced,
-  seeded), ``target_train_per_class`` of the rest per class (0: all), the ``test`` split."""
+  """A whole dataset as the target task: a validation slice carved from ``train`` (stratified,
+  seeded): ``data.val_fraction`` of each class (at least ``data.val_min_per_class``) with every
+  other image trained on; or, with ``val_fraction = 0``, ``target_val_per_class`` images per class
+  and ``target_train_per_class`` of the rest (0: all). The ``test`` split as it is."""
   train, test = splits["train"], splits["test"]
   if not len(train) or not len(test):
     raise DatasetError(f"The target data has {len(train)} training and {len(test)} test images; "
@@ -204,8 +241,13 @@ def target_split(splits: dict[str, Split], data_config, seed: int) -> TransferDa
                        f"{num_classes - 1} have no training images (empty classes); labels must "
                        "be 0..C-1 with every class present.")
   rng = np.random.default_rng(seed)
-  target_val, target_train = _per_class(
-      train, [data_config.target_val_per_class, data_config.target_train_per_class], rng)
+  fraction = data_config.get("val_fraction", 0.0)
+  if fraction > 0:
+    target_val, target_train = _by_fraction(train, fraction,
+                                            data_config.get("val_min_per_class", 1), rng)
+  else:
+    target_val, target_train = _per_class(
+        train, [data_config.target_val_per_class, data_config.target_train_per_class], rng)
   test = _test_subset(test, data_config, seed)
   mean, std = image_statistics(target_train.images)
   return _check(TransferData(None, target_train, target_val, test, 0, num_classes, mean, std))

@@ -93,7 +93,9 @@ def predict(model, variables: dict[str, Any], images: np.ndarray, mean, std,
 
 @functools.lru_cache(maxsize=None)
 def _batch_stats_fn(model, strategy: str, image_size: int, resize: str):
-  stochastic = False if models.accepts_stochastic(model) else None
+  # BatchNorm in train mode, dropout off: the statistics of the network as it is evaluated
+  # (see ``models.calling``).
+  stochastic = False
   if hasattr(model, "bn_momentum"):
     # Momentum 0 makes the module's "running" statistics exactly this batch's statistics.
     fresh = model.clone(bn_momentum=0.0)

@@ -191,10 +191,24 @@ def html_page(results: dict[str, Any], images: dict[str, str], command: str | No
               title: str = "starsse_jax run") -> str:
   """The page of a run: the command, the test metrics, every plot, the timings and the config."""
   sections = [("Test metrics", table(results))]
+  if results.get("images_per_class"):
+    sections.append(("Images per class", class_table(results["images_per_class"])))
   if results.get("timing"):
     sections.append(("Timing", timing_markdown(results["timing"])))
   return page(title, command or "starsse_jax.run(...) from Python", sections, images,
               results.get("config"))
+
+
+def class_table(counts: dict[str, list[int]]) -> str:
+  """Markdown: images of each target class in each split, with each split's imbalance ratio
+  (largest class over smallest)."""
+  names = list(counts)
+  lines = ["| class | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
+  for c in range(len(counts[names[0]])):
+    lines.append(f"| {c} | " + " | ".join(str(counts[n][c]) for n in names) + " |")
+  ratio = lambda v: f"{max(v) / max(min(v), 1):.2f}"
+  lines.append("| largest / smallest | " + " | ".join(ratio(counts[n]) for n in names) + " |")
+  return "\n".join(lines)
 
 
 def existing(images: dict[str, str]) -> dict[str, str]:

@@ -84,7 +84,7 @@ class Trainer:
 
 @functools.lru_cache(maxsize=None)
 def _init_fn(model):
-  return jax.jit(lambda key, x: model.init(key, x, train=False))
+  return jax.jit(lambda key, x: models.init(model, key, x))
 
 
 def _init(model, seed, image_shape):

@@ -152,7 +152,8 @@ def _cases(d):
       ("npz empty class", whole(_npz(p("empty.npz"), train_labels=np.where(
           np.arange(40) % 4 == 2, 3, np.arange(40) % 4))), "Classes [2] of 0..3 have no training"),
       ("npz too few per class", whole(_npz(p("few.npz"))) + [
-          "--config.data.target_val_per_class=30"], "Class 0 has 10 training image(s)"),
+          "--config.data.val_fraction=0", "--config.data.target_val_per_class=30"],
+       "Class 0 has 10 training image(s)"),
       ("npz object arrays", whole(f"npz:{p('objects.npz')}"), "holds Python objects"),
       ("npz lengths differ", whole(_npz(p("len.npz"), train_labels=np.arange(39) % 4)),
        "with one label each; got images (40, 8, 8) and labels (39,)"),

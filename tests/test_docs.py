@@ -123,12 +123,26 @@ RULES = [
          ("--seeds=0", "--methods=local_de", "--epochs=1", "--members=2",
           "--test_per_class=10", *(f"--set={a[len('--config.'):]}" for a in TINY
                                    if "finetune.epochs" not in a and "num_members" not in a))),
+    Rule(r"python experiments/bench_throughput\.py --model=\w+ --members=1 --no-epoch "
+         r"--torch-cpu --torch-python=V/bin/python .*", "run", (*BENCH, "--members=1"),
+         drop=("--torch-cpu", "--torch-python=V/bin/python"),
+         why="the PyTorch peer's 5.5 GB venv (V) is not part of the tests; JAX's side runs"),
     Rule(r"python experiments/bench_throughput\.py (--model=vit )?--members=.*", "run",
          (*BENCH, "--members=1")),
     Rule(r"python experiments/bench_throughput\.py \$R50 .*", "run",
          (*BENCH, "--members=1", "--strategies=unroll", "--batch=2", "--image-size=32"),
          drop=("--torch",), why="--image-size=32 and one member keep ResNet-50 to seconds; "
                                 "--torch (the PyTorch GPU peer) is dropped: it needs CUDA"),
+    Rule(r"python3 -m venv V && V/bin/pip install -r experiments/requirements-bench\.txt", "checked",
+         why="a 5.5 GB install of the benchmarks' PyTorch peer, never part of the tests; "
+             "test_bench_requirements_pin_the_measured_peer reads the file"),
+    Rule(r"python experiments/bench_transformers_gpu\.py --steps=10 --repeats=3", "run",
+         ("--no-torch", "--members=1", "--steps=1", "--repeats=1", "--batch=1"),
+         why="PyTorch's timm peer needs CUDA; JAX's step runs one member on the CPU"),
+    Rule(r"python experiments/paper_mock\.py --workdir=W --config=paper/swin_cifar100 --epochs=1",
+         "checked", why="writes its Swin-T with timm under PyTorch, which the tests' Python lacks; "
+                        "tests/test_swin_paper.py runs this config end to end from a converted "
+                        "timm Swin-T"),
     Rule(r"python experiments/profile_step\.py .*", "run",
          ("--steps=1", "--batch=2", "--image-size=0", "--size=28")),
     Rule(r"python experiments/bench_load\.py", "run", ("--n=500", "--folder-n=20")),
@@ -321,3 +335,11 @@ def test_shown_command_runs(command, tmp_path):
     assert (tmp_path / "configuration.md").read_text() == config_docs.reference_markdown()
   if command.startswith("python -m pytest"):
     assert re.search(r"\d+ tests collected", proc.stdout), proc.stdout[-2000:]
+
+
+def test_bench_requirements_pin_the_measured_peer():
+  """The benchmarks' PyTorch peer is the one docs/performance.md measured: PyPI's torch, pinned."""
+  lines = open(os.path.join(REPO, "experiments", "requirements-bench.txt")).read().splitlines()
+  pins = dict(l.split("==") for l in lines if l and not l.startswith("#"))
+  assert pins["torch"] == "2.14.1" and "timm" in pins and "torchvision" in pins
+  assert "2.14.1" in open(os.path.join(REPO, "docs", "performance.md")).read()

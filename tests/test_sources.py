@@ -20,6 +20,7 @@ def _whole(config, target):
 
 def test_tfds_target_uses_all_classes_and_reads_in_chunks():
   config = _whole(tiny_config(), "tfds:cifar10")
+  config.data.val_fraction = 0.0  # the per-class counts
   config.data.target_train_per_class, config.data.target_val_per_class = 0, 3
   with tfds.testing.mock_data(num_examples=200):
     d = data.load_transfer_data(config)
@@ -91,6 +92,7 @@ def test_npz_target_and_its_errors(tmp_path):
            y_train=np.arange(40) % 4, x_test=rng.random((12, 6, 6)).astype(np.float32),
            y_test=np.arange(12) % 4)
   config = _whole(tiny_config(), f"npz:{path}")
+  config.data.val_fraction = 0.0  # the per-class counts
   config.data.target_train_per_class, config.data.target_val_per_class = 0, 2
   d = data.load_transfer_data(config)
   assert d.image_shape == (6, 6, 3)  # grey images become RGB for an ImageNet network

@@ -33,6 +33,7 @@ def get_config():
   c.data.target = "tfds:imagenet2012"
   c.data.target_train_per_class = 0
   c.data.target_val_per_class = 2  # 2,000 held-out training images choose the greedy soup
+  c.data.val_fraction = 0.0  # the per-class counts above
   c.data.image_size = 224
   c.data.crop_padding = 0
   c.pretrain.input_mean = (0.48145466, 0.4578275, 0.40821073)  # CLIP's

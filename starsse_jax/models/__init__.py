@@ -5,22 +5,24 @@ Families, each a module of its own computing what its reference computes:
 Swin Transformers). ``build_model(config.model, num_classes)`` picks one by ``model.name``;
 ``register(prefix, factory)`` adds a family or a model of one's own.
 
-Any Flax module works with the library if it is called as ``module.apply(variables, images,
-train=...)`` on normalised NHWC images, returns logits, and names its classifier ``head`` (or the
-name given as ``config.model.head``). Optional: a ``stochastic`` argument (MC-dropout evaluation),
-BatchNorm statistics in a ``batch_stats`` collection (recomputed after weight averaging), a
-``bn_axis_name`` attribute (BatchNorm synchronised over a data-parallel mesh axis).
+Any Flax module works with the library if it takes normalised NHWC images, returns logits, and
+names its classifier ``head`` (or the name given as ``config.model.head``). Its mode argument
+may be ``train``, ``training``, ``is_training`` or ``deterministic``, or it may have none
+(``calling``); ``nn.Dropout`` and ``nn.BatchNorm`` driven by it work everywhere (MC-dropout
+turns the ``nn.Dropout`` layers on). Optional: a ``stochastic`` argument (dropout on in
+evaluation), BatchNorm statistics in a ``batch_stats`` collection (recomputed after weight
+averaging), a ``bn_axis_name`` attribute (BatchNorm synchronised over a data-parallel mesh axis).
+Collections that a module only writes with ``sow`` are ignored; ``params`` and ``batch_stats``
+are the only collections a module may read.
 """
 from __future__ import annotations
 
-import functools
-import inspect
 from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
 
-from starsse_jax.models import swin, vit
+from starsse_jax.models import calling, swin, vit
 from starsse_jax.models.layers import DROP_PATH, DROPOUT, HEAD
 from starsse_jax.models.resnet import STEMS, TORCHVISION, BatchNorm, ResNet
 from starsse_jax.models import resnet
@@ -111,17 +113,9 @@ def family(model) -> str:
   return "custom"
 
 
-@functools.lru_cache(maxsize=None)
-def _accepts_stochastic(cls) -> bool:
-  try:
-    return "stochastic" in inspect.signature(cls.__call__).parameters
-  except (TypeError, ValueError):
-    return False
-
-
 def accepts_stochastic(model) -> bool:
   """Whether ``model`` takes ``stochastic`` (randomness on in evaluation: MC-dropout)."""
-  return _accepts_stochastic(type(model))
+  return calling.accepts_stochastic(model)
 
 
 _RATES = ("dropout_rate", "block_dropout_rate", "drop_path_rate")
@@ -135,28 +129,19 @@ def is_random_in_training(model) -> bool:
   return any(getattr(model, r, 0.0) > 0 for r in _RATES)
 
 
-def has_dropout(model) -> bool:
-  """Whether evaluation with ``stochastic=True`` differs from the deterministic one."""
+def has_dropout(model, image_shape=None) -> bool:
+  """Whether evaluation with dropout on (MC-dropout) differs from the deterministic one: a
+  built-in model with a dropout or drop-path rate; a module of one's own that takes
+  ``stochastic``, or (given the ``image_shape`` it is called on) calls an ``nn.Dropout`` of rate
+  above 0."""
   if family(model) == "custom":
-    return accepts_stochastic(model)
+    return accepts_stochastic(model) or (
+        image_shape is not None and calling.has_flax_dropout(model, image_shape))
   return any(getattr(model, r, 0.0) > 0 for r in _RATES)
 
 
-def apply(model, variables, x, *, train: bool, stochastic: bool | None = None, key=None,
-          mutable=False):
-  """``model.apply`` as the library calls every model.
-
-  ``stochastic`` is passed only when true or the model takes it; ``key`` feeds the dropout and
-  drop-path streams. With ``mutable`` the updated collections come back as for ``apply``.
-  """
-  kwargs = {}
-  if stochastic is not None and accepts_stochastic(model):
-    kwargs["stochastic"] = stochastic
-  elif stochastic:
-    raise ValueError(f"{type(model).__name__} takes no 'stochastic' argument, so it cannot be "
-                     "evaluated with dropout on (MC-dropout).")
-  rngs = {} if key is None else {DROPOUT: key, DROP_PATH: jax.random.fold_in(key, 1)}
-  return model.apply(variables, x, train=train, rngs=rngs, mutable=mutable, **kwargs)
+apply = calling.apply
+init = calling.init
 
 
 def without_dropout(model):
@@ -175,6 +160,6 @@ def with_bn_axis(model, axis_name: str | None):
 
 __all__ = ["BatchNorm", "ResNet", "STEMS", "TORCHVISION", "HEAD", "DROPOUT", "DROP_PATH",
            "DTYPES", "MODELS", "build_model", "register", "names", "is_known", "family", "apply",
-           "accepts_stochastic", "has_dropout", "is_random_in_training", "with_bn_axis",
+           "accepts_stochastic", "has_dropout", "init", "calling", "is_random_in_training", "with_bn_axis",
            "without_dropout", "swin",
            "vit", "resnet"]

@@ -37,6 +37,7 @@ def paper_config(pretraining: str, target: str, method: str):
   c.data.stored_size = TARGETS[target]["stored_size"]
   c.data.target_train_per_class = 0  # all training images but the validation slice
   c.data.target_val_per_class = 10  # held out for greedy soups (1% of CIFAR-100's train split)
+  c.data.val_fraction = 0.0  # the per-class counts above, as the paper holds out
   c.data.image_size = 224
   c.data.crop_padding = 0
   c.pretrain.checkpoint = ""  # required: the weights file(s), on the command line
