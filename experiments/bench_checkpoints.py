@@ -61,7 +61,7 @@ def measure(config_name: str, every: int, members_: int = 0, width: int = 0) -> 
       config.model.width = width
   data = data_lib.load_transfer_data(config)
   model = models.build_model(config.model, data.num_target_classes)
-  trainer = api._trainer(config, model, data, config.finetune)  # pylint: disable=protected-access
+  trainer = api.make_trainer(config, model, data, config.finetune)  # pylint: disable=protected-access
   # Random-init source networks: the bytes of a save depend on shapes only.
   pretrained = members.stack([trainer.init_variables(s, data.image_shape)
                               for s in range(config.pretrain.num_checkpoints)])

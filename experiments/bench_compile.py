@@ -42,7 +42,7 @@ def one(k: int, mode: str, steps: int, batch: int, width: int = 0) -> dict:
   model = models.build_model(config.model, 5)
 
   norm = types.SimpleNamespace(mean=np.array([0.5], np.float32), std=np.array([0.25], np.float32))
-  trainer = api._trainer(config, model, norm, config.finetune)  # pylint: disable=protected-access
+  trainer = api.make_trainer(config, model, norm, config.finetune)  # pylint: disable=protected-access
   states = members.stack([trainer.init_variables(s, (28, 28, 1)) for s in range(k)])
   states["opt_state"] = jax.vmap(trainer.tx.init)(states["params"])
   table = np.full((steps, k), 0.01, np.float32)

@@ -40,13 +40,13 @@ def worker(out: str, config_name: str, k: int, repeats: int, coordinator: str = 
     config.data.target_train_per_class = config.data.target_val_per_class = 200  # 2026-12-02)
   data = data_lib.load_transfer_data(config)
   model = models.build_model(config.model, data.num_target_classes)
-  trainer = api._trainer(config, model, data, config.finetune)  # pylint: disable=protected-access
+  trainer = api.make_trainer(config, model, data, config.finetune)  # pylint: disable=protected-access
   variables = members.stack([trainer.init_variables(s, data.image_shape) for s in range(k)])
   sets = [data.target_test.images, data.target_val.images] + (
       [data.ood.images] if data.ood is not None else [])
 
   def evaluate():
-    probs = [api._predict(config, data, model, variables, images) for images in sets]  # pylint: disable=protected-access
+    probs = [api.predict_members(config, data, model, variables, images) for images in sets]  # pylint: disable=protected-access
     inference.recompute_batch_stats(model, variables["params"], variables["batch_stats"],
                                     data.target_train.images, data.mean, data.std,
                                     config.eval.bn_batch_size)

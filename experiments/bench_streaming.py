@@ -73,7 +73,7 @@ def main() -> None:
   for name in ("memory", "disk"):
     d = loaded[name]
     model = api.models.build_model(config.model, d.num_target_classes)
-    trainer = api._trainer(config, model, d, config.finetune)  # pylint: disable=protected-access
+    trainer = api.make_trainer(config, model, d, config.finetune)  # pylint: disable=protected-access
     start = members.stack([trainer.init_variables(s, d.image_shape) for s in range(k)])
     start["opt_state"] = jax.vmap(trainer.tx.init)(start["params"])
     lrs = np.full((args.steps, k), config.finetune.lr, np.float32)

@@ -51,7 +51,7 @@ def curve_rows(config, data, pretrained, epochs, seeds: int) -> list[dict]:
     t = time.perf_counter()
     ens = api.finetune(c, data, pretrained)
     seconds = time.perf_counter() - t
-    probs = {s: api._predict(c, data, ens.model, ens.variables,  # pylint: disable=protected-access
+    probs = {s: api.predict_members(c, data, ens.model, ens.variables,  # pylint: disable=protected-access
                              getattr(data, f"target_{s}").images) for s in ("val", "test")}
     steps = len(ens.phases[0]["lr_table"])
     for k in range(seeds):
@@ -79,7 +79,7 @@ def summary(rows) -> str:
 
 
 def plot(path: str, rows) -> None:
-  plt = report._pyplot()  # pylint: disable=protected-access
+  plt = report.pyplot()  # pylint: disable=protected-access
   es = sorted({r["epochs"] for r in rows})
   fig, axes = plt.subplots(1, 2, figsize=(8, 3.2))
   for ax, key in zip(axes, ("accuracy", "nll")):

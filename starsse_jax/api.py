@@ -53,7 +53,7 @@ class Ensemble:
     return len(self.member_names)
 
 
-def _trainer(config, model, data: TransferData, opt_config) -> train.Trainer:
+def make_trainer(config, model, data: TransferData, opt_config) -> train.Trainer:
   if hasattr(model, "kernel_grad"):
     model = model.clone(kernel_grad=config.execution.kernel_grad)
   return train.Trainer(
@@ -66,7 +66,7 @@ def _trainer(config, model, data: TransferData, opt_config) -> train.Trainer:
       placement=config.data.placement, head=config.model.head)
 
 
-def _checkpointer(config, trainer: train.Trainer, data: TransferData, workdir: str | None,
+def make_checkpointer(config, trainer: train.Trainer, data: TransferData, workdir: str | None,
                   kind: str, fields=None) -> resume.RunCheckpointer | None:
   """Progress checkpoints in ``WORKDIR/checkpoints/KIND-HASH``; HASH names the settings that
   determine the run, so reruns of the same config resume and other configs start their own."""
@@ -105,7 +105,7 @@ def import_checkpoints(config, data: TransferData) -> dict[str, Any]:
     variables["params"].pop(config.model.head, None)
     loaded.append(variables)
     logging.info("Imported %s (%.1f s).", path, time.perf_counter() - t)
-  expected = _trainer(config, model, data, config.pretrain).init_variables(0, data.image_shape)
+  expected = make_trainer(config, model, data, config.pretrain).init_variables(0, data.image_shape)
   stacked = members.stack(loaded)
   checkpoint.check_matches(expected, stacked, f"pre-trained weights {files[:needed]} for "
                            f"images of shape {data.image_shape}",
@@ -205,7 +205,7 @@ def given_pretrained(config, data: TransferData, variables) -> dict[str, Any]:
     raise ValueError(f"method={config.method!r} needs {needed} pre-trained networks; "
                      f"variables= gives {len(items)}.")
   model = models.build_model(config.model, data.num_target_classes)
-  expected = _trainer(config, model, data, config.finetune).init_variables(0, data.image_shape)
+  expected = make_trainer(config, model, data, config.finetune).init_variables(0, data.image_shape)
   _check_head(config, model, expected, f"model {config.model.name}")
   loaded = []
   for v in items[:needed]:
@@ -254,7 +254,7 @@ def pretrain(config, data: TransferData, workdir: str | None = None, writer=None
   directory = _own_checkpoint_dir(config, workdir)
   # Dropout is a fine-tuning choice (MC-dropout): pre-training is the same for every method.
   model = models.without_dropout(models.build_model(config.model, data.num_source_classes))
-  trainer = _trainer(config, model, data, config.pretrain)
+  trainer = make_trainer(config, model, data, config.pretrain)
   expected = trainer.init_variables(0, data.image_shape)  # at the training resolution
   needed = config.pretrain.num_checkpoints
   if directory and checkpoint.exists(directory):
@@ -277,7 +277,7 @@ def pretrain(config, data: TransferData, workdir: str | None = None, writer=None
   variables, _ = train.run_plan(
       trainer, plan, data.source_train, config.pretrain.batch_size,
       log_every=config.log_every_steps, writer=writer,
-      checkpointer=_checkpointer(config, trainer, data, workdir, "pretrain",
+      checkpointer=make_checkpointer(config, trainer, data, workdir, "pretrain",
                                  ("seed", "data", "model", "pretrain")),
       save_every=config.checkpoint_every_steps, stop=stop,
       drop_diverged=config.drop_diverged_members)
@@ -315,14 +315,14 @@ def check_memory(config, data: TransferData, pretraining: bool) -> None:
   checks = []
   if pretraining:
     model = models.without_dropout(models.build_model(config.model, data.num_source_classes))
-    checks.append(("pre-training", _trainer(config, model, data, config.pretrain),
+    checks.append(("pre-training", make_trainer(config, model, data, config.pretrain),
                    config.pretrain.num_checkpoints, config.pretrain.batch_size, data.source_train,
                    0, False))
   plan = finetune_plan(config, data)
   largest = max(plan, key=lambda phase: phase.num_members)
   model = models.build_model(config.model, data.num_target_classes)
   checks.append((f"fine-tuning phase {largest.name!r} (num_members={config.num_members})",
-                 _trainer(config, model, data, config.finetune), largest.num_members,
+                 make_trainer(config, model, data, config.finetune), largest.num_members,
                  config.finetune.batch_size, data.target_train,
                  sum(p.num_members for p in plan) - largest.num_members,
                  largest.average is not None))
@@ -358,8 +358,8 @@ def finetune(config, data: TransferData, pretrained: dict[str, Any], writer=None
                      f"pre-trained checkpoints; {have} given.")
   plan = finetune_plan(config, data)
   model = models.build_model(config.model, data.num_target_classes)
-  trainer = _trainer(config, model, data, config.finetune)
-  checkpointer = _checkpointer(config, trainer, data, workdir, config.method)
+  trainer = make_trainer(config, model, data, config.finetune)
+  checkpointer = make_checkpointer(config, trainer, data, workdir, config.method)
   ft = config.finetune
   variables, phases = train.run_plan(trainer, plan, data.target_train, ft.batch_size,
                                   pretrained=pretrained, log_every=config.log_every_steps,
@@ -386,7 +386,7 @@ def finetune(config, data: TransferData, pretrained: dict[str, Any], writer=None
                   baseline)
 
 
-def _predict(config, data: TransferData, model, variables, images,
+def predict_members(config, data: TransferData, model, variables, images,
              passes: int = 0) -> np.ndarray:
   return inference.predict(model, variables, images, data.mean, data.std, config.eval.batch_size,
                            config.execution.member_strategy, config.data.image_size,
@@ -457,12 +457,12 @@ def make_soups(config, data: TransferData, ens: Ensemble,
     return {"params": stacked, "batch_stats": recompute(stacked, template)}
 
   def accuracy(variables, split) -> float:
-    probs = _predict(config, data, ens.model, variables, split.images)
+    probs = predict_members(config, data, ens.model, variables, split.images)
     return metrics.accuracy(probs[0], split.labels)
 
   ood = data.ood.images if data.ood is not None else None
   if member_val_accuracy is None:
-    member_val = _predict(config, data, ens.model, ens.variables, data.target_val.images)
+    member_val = predict_members(config, data, ens.model, ens.variables, data.target_val.images)
     member_val_accuracy = [metrics.accuracy(p, data.target_val.labels) for p in member_val]
   greedy, chosen, _ = soups.greedy_soup(params, member_val_accuracy,
                                         lambda p: accuracy(finish(p), data.target_val))
@@ -482,7 +482,7 @@ def make_soups(config, data: TransferData, ens: Ensemble,
     # The learned logit scale beta: softmax(beta z) is softmax(log p / T) at T = 1 / beta.
     scaled = ((lambda p: uncertainty.apply_temperature(p, 1.0 / info["scale"]))
               if "scale" in info else (lambda p: p))
-    predict = lambda images, v=variables, f=scaled: f(_predict(config, data, ens.model, v,
+    predict = lambda images, v=variables, f=scaled: f(predict_members(config, data, ens.model, v,
                                                                images)[0])
     test, val = predict(data.target_test.images), predict(data.target_val.images)
     out[name] = {"members": used, **info,
@@ -524,7 +524,7 @@ def evaluate(config, data: TransferData, ens: Ensemble) -> dict[str, Any]:
   results = {"method": config.method, "member_names": names}
   if passes:
     results["mc_dropout"] = {"passes": passes, "models": ens.member_names}
-  predict = lambda images: _predict(config, data, ens.model, ens.variables, images, passes)
+  predict = lambda images: predict_members(config, data, ens.model, ens.variables, images, passes)
   probs = {}
   for split in ("test", "val"):
     s = getattr(data, f"target_{split}")
@@ -562,7 +562,7 @@ def evaluate(config, data: TransferData, ens: Ensemble) -> dict[str, Any]:
   if config.eval.low_precision_bits:
     results["low_precision"] = low_precision.evaluate(
         ens.variables["params"], ens.variables["batch_stats"],
-        lambda variables, images: _predict(config, data, ens.model, variables, images),
+        lambda variables, images: predict_members(config, data, ens.model, variables, images),
         _recompute_fn(config, data, ens.model),
         (data.target_test.images, test_y), (data.target_val.images, val_y),
         tuple(config.eval.low_precision_bits), config.eval.low_precision_samples, config.seed,

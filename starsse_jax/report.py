@@ -247,7 +247,7 @@ def quiet_cli_logging() -> None:
                           and record.levelno < absl_logging.converter.STANDARD_WARNING))
 
 
-def _pyplot():
+def pyplot():
   """matplotlib's pyplot on the file-only Agg backend (runs without a display)."""
   import matplotlib  # pylint: disable=g-import-not-at-top
   matplotlib.use("Agg")
@@ -257,7 +257,7 @@ def _pyplot():
 
 def plot_learning_rates(path: str, phases: list[dict[str, Any]]) -> None:
   """Learning rate of every member over the global step, one line per member."""
-  plt = _pyplot()
+  plt = pyplot()
 
   fig, ax = plt.subplots(figsize=(7, 3.5))
   offset = 0
@@ -327,7 +327,7 @@ def plot_size_curve(path: str, results: dict[str, Any]) -> None:
   """Test accuracy, NLL and calibrated NLL against ensemble size: the method's and the
   baseline's curves, each member at size 1, the soups and the greedy ensemble as marked points
   (``size_curve_series``)."""
-  plt = _pyplot()
+  plt = pyplot()
   series = size_curve_series(results)
   fig, axes = plt.subplots(1, len(SIZE_PANELS), figsize=(12, 3.4))
   k = len(results["test"]["size_curve"])
@@ -361,7 +361,7 @@ def reliability_series(curves: dict[str, Any]) -> dict[str, list[tuple[float, fl
 def plot_reliability(path: str, curves: dict[str, Any]) -> None:
   """Reliability diagrams: accuracy against mean confidence per confidence bin, each bar
   labelled with its number of test images (sparse bins look miscalibrated by chance)."""
-  plt = _pyplot()
+  plt = pyplot()
   series = reliability_series(curves)
   fig, axes = plt.subplots(1, len(curves), figsize=(3.4 * len(curves), 3.4), sharey=True)
   for ax, (name, bins) in zip(np.atleast_1d(axes), series.items()):
@@ -381,7 +381,7 @@ def plot_reliability(path: str, curves: dict[str, Any]) -> None:
 
 def plot_risk_coverage(path: str, curves: dict[str, Any]) -> None:
   """Selective risk (error rate of the most confident inputs) against coverage."""
-  plt = _pyplot()
+  plt = pyplot()
   fig, ax = plt.subplots(figsize=(5, 3.5))
   for name, c in curves.items():
     ax.plot(c["risk_coverage"]["coverage"], c["risk_coverage"]["risk"], label=name)
@@ -408,7 +408,7 @@ def interval_series(rows: list[dict[str, Any]], metrics=("accuracy", "nll", "cal
 def plot_intervals(path: str, series: dict[str, list[tuple[str, float, float]]],
                    what: str = "mean +- std over seeds") -> None:
   """One panel per metric: each row's mean as a point with its interval as a bar."""
-  plt = _pyplot()
+  plt = pyplot()
   metrics = [m for m in series if series[m]]
   height = max(len(series[m]) for m in metrics) if metrics else 1
   fig, axes = plt.subplots(1, max(len(metrics), 1), squeeze=False,
@@ -428,7 +428,7 @@ def plot_intervals(path: str, series: dict[str, list[tuple[str, float, float]]],
 
 def plot_interpolation(path: str, basin_results: dict[str, Any]) -> None:
   """Test NLL along the lines pre-trained point -> member and member 0 -> member."""
-  plt = _pyplot()
+  plt = pyplot()
 
   fig, axes = plt.subplots(1, 2, figsize=(9, 3.5), sharey=True)
   for ax, key, title in ((axes[0], "to_pretrained", "pre-trained point -> member"),

@@ -82,8 +82,8 @@ def train_seed(config, data: TransferData, pretrained, seed: int, workdir: str |
   plan = methods.sweep_plan(budget, tuple(s.lr_ratios), tuple(s.cycle_ratios), local,
                            sse=s.get("sse", True))
   model = models.build_model(c.model, data.num_target_classes)
-  trainer = api._trainer(c, model, data, ft)  # pylint: disable=protected-access
-  checkpointer = api._checkpointer(c, trainer, data, workdir, f"sweep-seed{seed}")  # pylint: disable=protected-access
+  trainer = api.make_trainer(c, model, data, ft)  # pylint: disable=protected-access
+  checkpointer = api.make_checkpointer(c, trainer, data, workdir, f"sweep-seed{seed}")  # pylint: disable=protected-access
   logging.info("Seed %d: %d phases, %d members (Local DE from pre-trained checkpoint %d).", seed,
                len(plan.phases), sum(p.num_members for p in plan.phases), local)
   variables, _ = train.run_plan(trainer, plan.phases, data.target_train, ft.batch_size,
@@ -102,7 +102,7 @@ def predict_all(config, data: TransferData, model, variables, images, chunk: int
   for start in range(0, total, chunk):
     ids = list(range(start, min(start + chunk, total)))
     padded = ids + [ids[-1]] * (chunk - len(ids))
-    probs = api._predict(config, data, model, members.take(variables, padded), images)  # pylint: disable=protected-access
+    probs = api.predict_members(config, data, model, members.take(variables, padded), images)  # pylint: disable=protected-access
     out.append(probs[:len(ids)])
   return np.concatenate(out)
 
@@ -555,7 +555,7 @@ PLOTS = (("ensemble accuracy and NLL by lr_ratio (mean +- std over seeds)", "swe
 
 def plot_sweep(workdir: str, rows, curves) -> None:
   """The sweep's figures (see the module docstring)."""
-  plt = report._pyplot()  # pylint: disable=protected-access
+  plt = report.pyplot()  # pylint: disable=protected-access
   cells = _cells(rows)
   cycle_ratios = sorted({k[2] for k in cells if k[2] is not None})
   lr_ratios = sorted({k[1] for k in cells if k[1] is not None})

@@ -15,7 +15,7 @@ from starsse_jax import api, members, methods, models, train
 def trainer(config, data, num_devices):
   config.execution.num_devices = num_devices
   model = models.build_model(config.model, data.num_target_classes)
-  return api._trainer(config, model, data, config.finetune)  # pylint: disable=protected-access
+  return api.make_trainer(config, model, data, config.finetune)  # pylint: disable=protected-access
 
 
 def run(k, batch, num_devices, data, pre, method="local_de"):

@@ -38,13 +38,13 @@ def main(out, *joining):
   rows_needed = 0
   config = tiny_config()
   model = models.build_model(config.model, data.num_target_classes)
-  pre = members.stack([api._trainer(config, model, data, config.finetune)  # pylint: disable=protected-access
+  pre = members.stack([api.make_trainer(config, model, data, config.finetune)  # pylint: disable=protected-access
                        .init_variables(100, data.image_shape)])
   arrays = {}
   for k in (8, 4):
     config = tiny_config("local_de", members=k)
     config.finetune.batch_size = 8
-    trainer = api._trainer(config, model, data, config.finetune)  # pylint: disable=protected-access
+    trainer = api.make_trainer(config, model, data, config.finetune)  # pylint: disable=protected-access
     budget = methods.Budget(num_members=k, steps_per_epoch=len(data.target_train) // 8,
                             epochs=1.0, lr=0.05)
     rows_needed += k * 8 * budget.steps_per_epoch  # K members x batch 8, one epoch
@@ -55,7 +55,7 @@ def main(out, *joining):
       arrays[f"k{k}_{i:04d}"] = leaf
   # Evaluation of the same variables in every layout: three members that no training touched,
   # batches that do not divide the test set, an odd number of them.
-  fixed = members.stack([api._trainer(config, model, data, config.finetune)  # pylint: disable=protected-access
+  fixed = members.stack([api.make_trainer(config, model, data, config.finetune)  # pylint: disable=protected-access
                          .init_variables(200 + i, data.image_shape) for i in range(3)])
   test = data.target_test
   probs = inference.predict(model, fixed, test.images, data.mean, data.std, batch_size=9)

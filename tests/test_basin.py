@@ -31,7 +31,7 @@ def test_barrier_height_by_hand():
 def test_interpolation_curve_on_a_real_model(synthetic):
   config = tiny_config()
   model = models.build_model(config.model, synthetic.num_target_classes)
-  trainer = api._trainer(config, model, synthetic, config.finetune)  # pylint: disable=protected-access
+  trainer = api.make_trainer(config, model, synthetic, config.finetune)  # pylint: disable=protected-access
   a, b = (trainer.init_variables(s, synthetic.image_shape) for s in (0, 1))
   kwargs = dict(train_images=synthetic.target_train.images, test_images=synthetic.target_test.images,
                 test_labels=synthetic.target_test.labels, mean=synthetic.mean, std=synthetic.std,
@@ -63,7 +63,7 @@ def test_basin_report_of_a_starsse_ensemble(synthetic):
   config = tiny_config("starsse", members=3)
   config.eval.basin_points = 3
   model = models.build_model(config.model, synthetic.num_source_classes)
-  trainer = api._trainer(config, model, synthetic, config.pretrain)  # pylint: disable=protected-access
+  trainer = api.make_trainer(config, model, synthetic, config.pretrain)  # pylint: disable=protected-access
   pre = members.stack([trainer.init_variables(3, synthetic.image_shape)])
   ens = api.finetune(config, synthetic, pre)
   report = api.basin_report(config, synthetic, ens, pre)

@@ -53,7 +53,7 @@ def small_disk(path, kind, monkeypatch):
 def _template():
   config = tiny_config()
   data = synthetic_transfer()
-  trainer = api._trainer(config, models.build_model(config.model, 3), data, config.finetune)  # pylint: disable=protected-access
+  trainer = api.make_trainer(config, models.build_model(config.model, 3), data, config.finetune)  # pylint: disable=protected-access
   v = trainer.init_variables(0, data.image_shape)
   return {**v, "opt_state": trainer.tx.init(v["params"])}
 

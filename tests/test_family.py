@@ -12,7 +12,7 @@ from starsse_jax import (api, configlib, inference, low_precision, members, meth
 
 
 def _trainer(config, data, classes):
-  return api._trainer(config, models.build_model(config.model, classes), data,  # pylint: disable=protected-access
+  return api.make_trainer(config, models.build_model(config.model, classes), data,  # pylint: disable=protected-access
                       config.finetune)
 
 
@@ -164,10 +164,10 @@ def test_mc_dropout_ensemble_is_seeded_stochastic_passes(synthetic):
   configlib.validate(config, data_given=True)
   ens = api.finetune(config, synthetic, _pretrained(config, synthetic))
   images = synthetic.target_test.images
-  probs = api._predict(config, synthetic, ens.model, ens.variables, images, passes=3)  # pylint: disable=protected-access
+  probs = api.predict_members(config, synthetic, ens.model, ens.variables, images, passes=3)  # pylint: disable=protected-access
   assert probs.shape == (6, len(images), 3)
   assert not np.allclose(probs[0], probs[1])  # passes differ
-  again = api._predict(config, synthetic, ens.model, ens.variables, images, passes=3)  # pylint: disable=protected-access
+  again = api.predict_members(config, synthetic, ens.model, ens.variables, images, passes=3)  # pylint: disable=protected-access
   np.testing.assert_array_equal(probs, again)  # and are reproducible
   results = api.evaluate(config, synthetic, ens)
   assert results["member_names"][:4] == ["finetune[0] pass 0", "finetune[0] pass 1",

@@ -295,7 +295,7 @@ def test_a_run_reports_images_per_class(tmp_path):
 def test_a_phase_above_the_memory_limit_stops_before_compiling(tmp_path):
   data = synthetic_transfer()
   config = tiny_config("local_de", members=4)
-  trainer = api._trainer(config, models.build_model(config.model, 3), data, config.finetune)
+  trainer = api.make_trainer(config, models.build_model(config.model, 3), data, config.finetune)
   one = memory.estimate(trainer, 1, 8, data.image_shape)
   four = memory.estimate(trainer, 4, 8, data.image_shape)
   assert four.state == 4 * one.state and four.step == 4 * one.step > 0

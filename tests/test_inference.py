@@ -8,7 +8,7 @@ from starsse_jax import api, inference, members, metrics, models
 
 def _model_and_vars(config, data, seeds=(0, 1)):
   model = models.build_model(config.model, data.num_target_classes)
-  trainer = api._trainer(config, model, data, config.finetune)  # pylint: disable=protected-access
+  trainer = api.make_trainer(config, model, data, config.finetune)  # pylint: disable=protected-access
   return model, members.stack([trainer.init_variables(s, data.image_shape) for s in seeds])
 
 

@@ -65,7 +65,7 @@ def _template(width):
   config.model.width = width
   data = synthetic_transfer()
   model = models.build_model(config.model, 3)
-  trainer = api._trainer(config, model, data, config.finetune)  # pylint: disable=protected-access
+  trainer = api.make_trainer(config, model, data, config.finetune)  # pylint: disable=protected-access
   v = trainer.init_variables(0, data.image_shape)
   return {**v, "opt_state": trainer.tx.init(v["params"])}
 

@@ -145,7 +145,7 @@ def test_host_and_device_placement_train_identically():
   for placement in ("device", "host"):
     config.data.placement = placement
     model = api.models.build_model(config.model, d.num_target_classes)
-    trainer = api._trainer(config, model, d, config.finetune)  # pylint: disable=protected-access
+    trainer = api.make_trainer(config, model, d, config.finetune)  # pylint: disable=protected-access
     start = api.members.stack([trainer.init_variables(s, d.image_shape) for s in (0, 1)])
     start["opt_state"] = jax.vmap(trainer.tx.init)(start["params"])
     result = train.run_phase(trainer, start, np.array([3, 4]), d.target_train, lrs, 8, "p")

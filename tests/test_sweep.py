@@ -200,7 +200,7 @@ def test_first_model_curve_scores_each_length_and_seed(tmp_path):
   spec.loader.exec_module(curve)
   data, config = synthetic_transfer(), tiny_config(members=1)
   model = models.build_model(config.model, data.num_source_classes)
-  trainer = api._trainer(config, model, data, config.pretrain)  # pylint: disable=protected-access
+  trainer = api.make_trainer(config, model, data, config.pretrain)  # pylint: disable=protected-access
   pre = members.stack([trainer.init_variables(0, data.image_shape)])
   rows = curve.curve_rows(config, data, pre, [1.0, 2.0], seeds=2)
   assert [(r["epochs"], r["seed"]) for r in rows] == [(1.0, 0), (1.0, 1), (2.0, 0), (2.0, 1)]

@@ -9,7 +9,7 @@ from starsse_jax import api, members, methods, models, train
 def _trainer(config, data, classes, strategy="auto"):
   model = models.build_model(config.model, classes)
   config.execution.member_strategy = strategy
-  return api._trainer(config, model, data, config.finetune)  # pylint: disable=protected-access
+  return api.make_trainer(config, model, data, config.finetune)  # pylint: disable=protected-access
 
 
 def _pretrained(config, data, n=1):
@@ -164,7 +164,7 @@ def test_bfloat16_compute_keeps_float32_state_and_tracks_float32(synthetic):
     ens = api.finetune(config, synthetic, pre)
     assert {x.dtype for x in jax.tree.leaves(ens.variables)} == {np.dtype("float32")}
     finals[dtype] = ens
-  probs = {d: api._predict(tiny_config(), synthetic, e.model, e.variables,  # pylint: disable=protected-access
+  probs = {d: api.predict_members(tiny_config(), synthetic, e.model, e.variables,  # pylint: disable=protected-access
                            synthetic.target_test.images) for d, e in finals.items()}
   assert np.max(np.abs(probs["float32"] - probs["bfloat16"])) < 0.05
   for a, b in zip(jax.tree.leaves(finals["float32"].variables["params"]),
@@ -176,7 +176,7 @@ def test_training_and_evaluation_at_a_resized_resolution(synthetic):
   config = tiny_config("starsse", members=2)
   config.data.image_size = 16  # the synthetic images are 10 px
   model = models.build_model(config.model, synthetic.num_source_classes)
-  trainer = api._trainer(config, model, synthetic, config.pretrain)  # pylint: disable=protected-access
+  trainer = api.make_trainer(config, model, synthetic, config.pretrain)  # pylint: disable=protected-access
   pre = members.stack([trainer.init_variables(0, synthetic.image_shape)])
   assert pre["params"]["conv1"]["kernel"].shape[-2] == 1
   ens = api.finetune(config, synthetic, pre)
