@@ -46,7 +46,7 @@ def measure(config_name: str, every: int, members_: int = 0, width: int = 0) -> 
   """Trains one shortened sweep seed with every save measured (run in the checkout under test)."""
   import time  # pylint: disable=g-import-not-at-top
   import jax  # pylint: disable=g-import-not-at-top
-  from starsse_jax import api, configs, data as data_lib, members, models, resume, sweep  # pylint: disable=g-import-not-at-top
+  from starsse_jax import build, configs, data as data_lib, members, models, resume, sweep  # pylint: disable=g-import-not-at-top
   config = configs.load(config_name)
   with config.unlocked():
     config.data.target_train_per_class = 10  # a few steps per phase; shapes are unchanged
@@ -61,7 +61,7 @@ def measure(config_name: str, every: int, members_: int = 0, width: int = 0) -> 
       config.model.width = width
   data = data_lib.load_transfer_data(config)
   model = models.build_model(config.model, data.num_target_classes)
-  trainer = api.make_trainer(config, model, data, config.finetune)  # pylint: disable=protected-access
+  trainer = build.make_trainer(config, model, data, config.finetune)
   # Random-init source networks: the bytes of a save depend on shapes only.
   pretrained = members.stack([trainer.init_variables(s, data.image_shape)
                               for s in range(config.pretrain.num_checkpoints)])

@@ -29,10 +29,10 @@ def one(k: int, mode: str, steps: int, batch: int, width: int = 0) -> dict:
   import types  # pylint: disable=g-import-not-at-top
   import jax  # pylint: disable=g-import-not-at-top
   import numpy as np  # pylint: disable=g-import-not-at-top
-  from starsse_jax import api, configlib, members, models, train  # pylint: disable=g-import-not-at-top
+  from starsse_jax import build, configlib, members, models, train  # pylint: disable=g-import-not-at-top
   from starsse_jax.sources.common import Split  # pylint: disable=g-import-not-at-top
   if mode == "one":
-    members._MAX_ONE_PROGRAM = 10 ** 6  # pylint: disable=protected-access
+    members.MAX_ONE_PROGRAM = 10 ** 6  # pylint: disable=protected-access
   config = configlib.base_config()
   if width:
     config.model.width = width
@@ -42,12 +42,11 @@ def one(k: int, mode: str, steps: int, batch: int, width: int = 0) -> dict:
   model = models.build_model(config.model, 5)
 
   norm = types.SimpleNamespace(mean=np.array([0.5], np.float32), std=np.array([0.25], np.float32))
-  trainer = api.make_trainer(config, model, norm, config.finetune)  # pylint: disable=protected-access
+  trainer = build.make_trainer(config, model, norm, config.finetune)
   states = members.stack([trainer.init_variables(s, (28, 28, 1)) for s in range(k)])
   states["opt_state"] = jax.vmap(trainer.tx.init)(states["params"])
   table = np.full((steps, k), 0.01, np.float32)
-  result = train.run_phase(trainer, states, np.arange(k), split, table, batch, "bench",
-                           log_every=10 ** 6)
+  result = train.run_phase(trainer, states, np.arange(k), split, table, batch, "bench", train.PhaseLoop(actions=train.Actions(log_every=10 ** 6)))
   steady = (result.seconds - result.first_step_seconds) / (steps - 1)
   return {"first_step_s": result.first_step_seconds, "member_img_s": k * batch / steady,
           "groups": -(-k // members.group_size(k, trainer.strategy)) if mode == "groups" else 1}

@@ -34,22 +34,20 @@ def worker(out: str, config_name: str, k: int, repeats: int, coordinator: str = 
         distributed=True, coordinator_address=coordinator, num_processes=num_processes,
         process_id=process_id, initialization_timeout_s=120)))
   import numpy as np  # pylint: disable=g-import-not-at-top
-  from starsse_jax import api, configs, data as data_lib, inference, members, models  # pylint: disable=g-import-not-at-top
+  from starsse_jax import build, configs, data as data_lib, inference, members, models  # pylint: disable=g-import-not-at-top
   config = configs.load(config_name)
   if config_name == "starsse":  # the target set the README's table was measured on (until
     config.data.target_train_per_class = config.data.target_val_per_class = 200  # 2026-12-02)
   data = data_lib.load_transfer_data(config)
   model = models.build_model(config.model, data.num_target_classes)
-  trainer = api.make_trainer(config, model, data, config.finetune)  # pylint: disable=protected-access
+  trainer = build.make_trainer(config, model, data, config.finetune)
   variables = members.stack([trainer.init_variables(s, data.image_shape) for s in range(k)])
   sets = [data.target_test.images, data.target_val.images] + (
       [data.ood.images] if data.ood is not None else [])
 
   def evaluate():
-    probs = [api.predict_members(config, data, model, variables, images) for images in sets]  # pylint: disable=protected-access
-    inference.recompute_batch_stats(model, variables["params"], variables["batch_stats"],
-                                    data.target_train.images, data.mean, data.std,
-                                    config.eval.bn_batch_size)
+    probs = [build.predict_members(config, data, model, variables, images) for images in sets]
+    inference.recompute_batch_stats(inference.Network(model, data.mean, data.std), variables["params"], variables["batch_stats"], data.target_train.images, batch_size=config.eval.bn_batch_size)
     return probs
 
   start = time.perf_counter()

@@ -26,7 +26,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from starsse_jax import api, configs, data as data_lib, members, train  # noqa: E402
+from starsse_jax import build, api, configs, data as data_lib, members, train  # noqa: E402
 
 
 def timed(fn, repeats: int = 1):
@@ -73,12 +73,11 @@ def main() -> None:
   for name in ("memory", "disk"):
     d = loaded[name]
     model = api.models.build_model(config.model, d.num_target_classes)
-    trainer = api.make_trainer(config, model, d, config.finetune)  # pylint: disable=protected-access
+    trainer = build.make_trainer(config, model, d, config.finetune)
     start = members.stack([trainer.init_variables(s, d.image_shape) for s in range(k)])
     start["opt_state"] = jax.vmap(trainer.tx.init)(start["params"])
     lrs = np.full((args.steps, k), config.finetune.lr, np.float32)
-    result = train.run_phase(trainer, start, np.arange(k), d.source_train, lrs, b, name,
-                             log_every=args.steps)
+    result = train.run_phase(trainer, start, np.arange(k), d.source_train, lrs, b, name, train.PhaseLoop(actions=train.Actions(log_every=args.steps)))
     params[name] = result.states["params"]
     speed[name] = (args.steps - 1) / (result.seconds - result.first_step_seconds)
   same = all(jax.tree.leaves(jax.tree.map(lambda a, c: bool((a == c).all()), params["memory"],

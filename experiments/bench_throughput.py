@@ -45,7 +45,9 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from starsse_jax import configlib, data as data_lib, members, models, train  # noqa: E402
+from starsse_jax import (augment, configlib, data as data_lib, inference, members, models,  # noqa: E402
+                         optimizers, train)
+from starsse_jax.step import Trainer  # noqa: E402
 
 
 def setup(model_name: str, k: int, strategy: str, size: int, dtype: str, image_size: int = 0,
@@ -57,9 +59,10 @@ def setup(model_name: str, k: int, strategy: str, size: int, dtype: str, image_s
   if hasattr(model, "kernel_grad"):  # ResNets: how convolution kernel gradients are computed
     model = model.clone(kernel_grad=kernel_grad)
   channels = 1 if size <= 28 else 3
-  trainer = train.Trainer(model, train.make_optimizer(5e-4, 0.9), np.full(channels, 0.5, np.float32),
-                          np.full(channels, 0.25, np.float32), 2, True, strategy, 0,
-                          image_size=image_size)
+  net = inference.Network(model, np.full(channels, 0.5, np.float32),
+                          np.full(channels, 0.25, np.float32), image_size, strategy=strategy)
+  trainer = Trainer(net, optimizers.make(optimizers.OptimizerConfig("sgd", 5e-4, 0.9)),
+                    augment.Augment(crop_padding=2, flip=True, image_size=image_size))
   states = members.stack([trainer.init_variables(s, (size, size, channels)) for s in range(k)])
   states["opt_state"] = jax.vmap(trainer.tx.init)(states["params"])
   return trainer, states, channels
@@ -114,7 +117,8 @@ def prepare(model_name: str, k: int, strategy: str, batch: int, size: int, dtype
   compile_s = time.perf_counter() - start
   # Counted on XLA's own kernel gradients: the per-tap loop's body would be counted once.
   counted = step if kernel_grad == "xla" or not hasattr(trainer.model, "kernel_grad") else (
-      dataclasses.replace(trainer, model=trainer.model.clone(kernel_grad="xla")).step_for(
+      dataclasses.replace(trainer, network=dataclasses.replace(
+          trainer.network, model=trainer.model.clone(kernel_grad="xla"))).step_for(
           k, batch)[0])
   flops = step_flops(counted, (states, seeds, images, labels, idx, lrs, 0, 0.0))
   box = {"states": states, "t": 0}
@@ -154,12 +158,10 @@ def bench_epoch(model_name: str, k: int, strategy: str, batch: int, size: int, s
                          rng.integers(0, 10, n).astype(np.int32))
   table = np.full((steps, k), 0.01, np.float32)
   seeds = np.arange(k)
-  box = {"states": train.run_phase(trainer, states, seeds, split, table[:3], batch, "warmup",
-                                   log_every=10**9).states}
+  box = {"states": train.run_phase(trainer, states, seeds, split, table[:3], batch, "warmup", train.PhaseLoop(actions=train.Actions(log_every=10**9))).states}
 
   def epoch():
-    result = train.run_phase(trainer, box["states"], seeds, split, table, batch, "epoch",
-                             log_every=10**9)
+    result = train.run_phase(trainer, box["states"], seeds, split, table, batch, "epoch", train.PhaseLoop(actions=train.Actions(log_every=10**9)))
     box["states"] = jax.block_until_ready(result.states)
 
   return _median_rate(epoch, k * batch * steps, repeats)

@@ -27,7 +27,7 @@ from ml_collections import config_flags
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from starsse_jax import api, metrics, report  # noqa: E402
+from starsse_jax import build, api, metrics, report  # noqa: E402
 from starsse_jax.data import load_transfer_data  # noqa: E402
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "A run config (configs/*.py).")
@@ -51,7 +51,7 @@ def curve_rows(config, data, pretrained, epochs, seeds: int) -> list[dict]:
     t = time.perf_counter()
     ens = api.finetune(c, data, pretrained)
     seconds = time.perf_counter() - t
-    probs = {s: api.predict_members(c, data, ens.model, ens.variables,  # pylint: disable=protected-access
+    probs = {s: build.predict_members(c, data, ens.model, ens.variables,
                              getattr(data, f"target_{s}").images) for s in ("val", "test")}
     steps = len(ens.phases[0]["lr_table"])
     for k in range(seeds):

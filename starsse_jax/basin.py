@@ -14,6 +14,7 @@ two networks with BatchNorm statistics recomputed at every point.
 """
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import jax
@@ -47,30 +48,41 @@ def left_basin(barrier: float, threshold: float = DEFAULT_THRESHOLD) -> bool:
   return barrier > threshold
 
 
-def interpolation_curve(model, a_params: Any, b_params: Any, batch_stats_template: Any,
-                        train_images: np.ndarray, test_images: np.ndarray, test_labels: np.ndarray,
-                        mean, std, num_points: int = 11, bn_batch_size: int = 100,
-                        eval_batch_size: int = 500, strategy: str = "auto",
-                        image_size: int = 0,
-                        threshold: float = DEFAULT_THRESHOLD,
-                        resize: str = "bilinear") -> dict[str, Any]:
-  """Test NLL and accuracy at ``num_points`` evenly spaced points from ``a`` to ``b``.
+@dataclasses.dataclass(frozen=True)
+class CurveSettings:
+  """How a straight line is evaluated: ``num_points`` evenly spaced points, BatchNorm statistics
+  recomputed in batches of ``bn_batch_size``, predictions in batches of ``eval_batch_size``, and
+  the barrier ``threshold`` (nats of test NLL) of "left the basin"."""
+  num_points: int = 11
+  bn_batch_size: int = 100
+  eval_batch_size: int = 500
+  threshold: float = DEFAULT_THRESHOLD
+
+
+def interpolation_curve(net: inference.Network, a_params: Any, b_params: Any,
+                        batch_stats_template: Any, train_images: np.ndarray, test,
+                        settings: CurveSettings = CurveSettings()) -> dict[str, Any]:
+  """Test NLL and accuracy at ``settings.num_points`` evenly spaced points from ``a`` to ``b``
+  (``test`` = (images, labels)).
 
   Every point gets its own BatchNorm statistics, recomputed on ``train_images``; all points are
   evaluated together as the members of one stacked pytree.
   """
+  num_points = settings.num_points
   if num_points < 2:
     raise ValueError(f"An interpolation curve needs at least 2 points, got {num_points}.")
+  test_images, test_labels = test
   alphas = np.linspace(0.0, 1.0, num_points)
   stacked = members.stack([interpolate(a_params, b_params, float(x)) for x in alphas])
   template = members.broadcast(batch_stats_template, num_points)
-  stats = inference.recompute_batch_stats(model, stacked, template, train_images, mean, std,
-                                          bn_batch_size, strategy, image_size, resize)
-  probs = inference.predict(model, {"params": stacked, "batch_stats": stats}, test_images, mean,
-                            std, eval_batch_size, strategy, image_size, resize=resize)
+  stats = inference.recompute_batch_stats(net, stacked, template, train_images,
+                                          settings.bn_batch_size)
+  probs = inference.predict(net, {"params": stacked, "batch_stats": stats}, test_images,
+                            settings.eval_batch_size)
   nll = [metrics.nll(p, test_labels) for p in probs]
   acc = [metrics.accuracy(p, test_labels) for p in probs]
   barrier = barrier_height(alphas, nll)
   return {"alpha": alphas.tolist(), "nll": nll, "accuracy": acc, "barrier": barrier,
           "accuracy_drop": float(max(0.0, min(acc[0], acc[-1]) - min(acc))),
-          "left_basin": left_basin(barrier, threshold), "l2_distance": l2_distance(a_params, b_params)}
+          "left_basin": left_basin(barrier, settings.threshold),
+          "l2_distance": l2_distance(a_params, b_params)}

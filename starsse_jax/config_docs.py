@@ -1,6 +1,6 @@
 """Every config field with its default and its documentation, read from ``configlib``'s source.
 
-The comment beside a field's assignment in ``base_config`` (or ``_recipe``, for the fields that
+The comment beside a field's assignment in ``base_config`` (or ``recipe``, for the fields that
 ``pretrain`` and ``finetune`` both have), or else the comment lines directly above it, is that
 field's documentation: the config defines itself once, and ``--help``, the generated
 configuration reference (``docs/configuration.md``) and the test that refuses an undocumented
@@ -17,7 +17,7 @@ import tokenize
 
 from starsse_jax import configlib
 
-# The sections whose fields _recipe defines (``section.X``).
+# The sections whose fields recipe defines (``section.X``).
 RECIPE_SECTIONS = ("pretrain", "finetune")
 
 
@@ -76,7 +76,7 @@ def _flatten(config, prefix: str = "") -> dict[str, object]:
 def fields() -> list[Field]:
   """Every leaf of ``configlib.base_config()`` (sorted by name) with its documentation."""
   own = _assigned_docs(configlib.base_config)
-  recipe = _assigned_docs(configlib._recipe)  # pylint: disable=protected-access
+  recipe = _assigned_docs(configlib.recipe)
   result = []
   for name, default in _flatten(configlib.base_config()).items():
     section, _, leaf = name.rpartition(".")

@@ -1,14 +1,16 @@
 """The default configuration and its validation.
 
 Config files in ``configs/`` start from ``base_config()`` and change what their method needs.
-``validate`` runs before any data is read or step compiled, so a bad value costs nothing.
+Every default is stated here once (a method's own settings included: ``methods.Method.fields``).
+Loading a config imports no JAX: ``validate``, which asks the plug-ins (models, sources, weight
+files, methods) what they accept, imports them when a run starts; it runs before any data is read
+or step compiled, so a bad value costs nothing.
 """
 from __future__ import annotations
 
 import ml_collections
 
-from starsse_jax import (conv, data as data_lib, members, methods, models, optimizers, pretrained,
-                         sources, weights)
+from starsse_jax import pretrained
 
 
 def base_config() -> ml_collections.ConfigDict:
@@ -89,7 +91,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.pretrain.weight_decay = 5e-4  # L2 (sgd) or decoupled (adamw) weight decay
   c.pretrain.momentum = 0.9  # SGD momentum
   c.pretrain.batch_size = 128  # images per step (per member)
-  _recipe(c.pretrain)
+  recipe(c.pretrain)
 
   c.finetune = ml_collections.ConfigDict()
   # E; chosen on validation with the target set by the ensemble's gain (docs/default-run.md); the
@@ -113,7 +115,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.finetune.swa_schedule = "constant"  # SWA: 'constant' or 'cyclic'
   c.finetune.swa_start = 0.0  # SWA: epochs before the first collection
   c.finetune.swa_collect_every = 1.0  # SWA: epochs between collections
-  _recipe(c.finetune)
+  recipe(c.finetune)
 
   c.eval = ml_collections.ConfigDict()
   c.eval.batch_size = 500  # images per prediction step
@@ -174,7 +176,7 @@ def base_config() -> ml_collections.ConfigDict:
   return c
 
 
-def _recipe(section) -> None:
+def recipe(section) -> None:
   """Optimiser, schedule and batch regularisers of a training section (pretrain / finetune).
   The defaults are the ResNet recipe (SGD, cosine per step, nothing else); the transformer recipe
   (configs/paper/swin_*.py) sets AdamW, warm-up, clipping, label smoothing, mixup/cutmix."""
@@ -203,7 +205,8 @@ def _recipe(section) -> None:
   section.rand_augment_prob = 0.5  # RandAugment: probability that each chosen op applies
 
 
-def _check_recipe(need, s, name: str, num_members: int) -> None:
+def _check_recipe(need, s, name: str) -> None:
+  from starsse_jax import optimizers  # pylint: disable=g-import-not-at-top
   need(s.get("optimizer", "sgd") in optimizers.OPTIMIZERS,
        f"{name}.optimizer={s.get('optimizer')!r}; choose one of {optimizers.OPTIMIZERS}.")
   need(s.schedule_unit in ("step", "epoch"),
@@ -245,6 +248,7 @@ def use_shipped_sources(config: ml_collections.ConfigDict,
 def checkpoints_required(config) -> int:
   """Pre-trained checkpoints a run reads: the method's need, or ``pretrain.num_checkpoints`` if
   more (the sweep's Global DE)."""
+  from starsse_jax import methods  # pylint: disable=g-import-not-at-top
   return max(methods.checkpoints_needed(config.method, config.num_members),
              config.pretrain.num_checkpoints)
 
@@ -254,12 +258,18 @@ def validate(config: ml_collections.ConfigDict, data_given: bool = False) -> Non
 
   ``data_given``: the data comes from the caller (arrays), not from ``config.data``'s source."""
 
+  # The plug-ins say what they accept; importing them (and JAX) waits for a run to start.
+  # pylint: disable=g-import-not-at-top
+  from starsse_jax import conv, members, methods, models, sources, weights
+  from starsse_jax.augment import RESIZE_METHODS
+
   def need(ok: bool, message: str):
     if not ok:
       raise ValueError(f"Invalid config: {message}")
 
   need(config.method in methods.METHODS,
        f"method={config.method!r} is unknown; choose one of {sorted(methods.METHODS)}.")
+  method = methods.METHODS[config.method]
   need(models.is_known(config.model.name),
        f"model.name={config.model.name!r} is unknown; choose one of {models.names()} (or "
        "register a model of your own: starsse_jax.models.register, or api.run(model=...)).")
@@ -270,11 +280,6 @@ def validate(config: ml_collections.ConfigDict, data_given: bool = False) -> Non
        f"{members.STRATEGIES}.")
   need(config.eval.baseline in methods.BASELINES,
        f"eval.baseline={config.eval.baseline!r}; use '' (none) or 'local_de'.")
-  need(not config.eval.baseline or (
-      config.method not in ("local_de", "global_de", "mc_dropout") and config.num_members >= 2),
-       f"eval.baseline={config.eval.baseline!r} compares a method that starts from one fine-tuned "
-       f"model (starsse, sse, fge, swa; num_members >= 2) with Local DE; method={config.method!r} "
-       f"with num_members={config.num_members} has none: set eval.baseline=''.")
   need(config.eval.basin_points >= 2,
        f"eval.basin_points={config.eval.basin_points!r}; a curve needs at least 2 points.")
   need(config.execution.kernel_grad in conv.KERNEL_GRADS,
@@ -307,10 +312,6 @@ def validate(config: ml_collections.ConfigDict, data_given: bool = False) -> Non
       "pretrain.num_checkpoints": config.pretrain.num_checkpoints,
       "finetune.epochs": config.finetune.epochs, "finetune.lr": config.finetune.lr,
       "finetune.batch_size": config.finetune.batch_size,
-      "finetune.lr_ratio": config.finetune.lr_ratio,
-      "finetune.cycle_ratio": config.finetune.cycle_ratio,
-      "finetune.fge_cycle_epochs": config.finetune.fge_cycle_epochs,
-      "finetune.fge_lr_1": config.finetune.fge_lr_1, "finetune.fge_lr_2": config.finetune.fge_lr_2,
       "data.target_val_per_class": config.data.target_val_per_class,
       "eval.batch_size": config.eval.batch_size, "eval.bn_batch_size": config.eval.bn_batch_size,
       "eval.basin_threshold": config.eval.basin_threshold,
@@ -336,30 +337,10 @@ def validate(config: ml_collections.ConfigDict, data_given: bool = False) -> Non
   for name in ("dropout_rate", "block_dropout_rate", "drop_path_rate"):
     need(0 <= config.model.get(name, 0.0) < 1,
          f"model.{name}={config.model.get(name)!r} must lie in [0, 1).")
-  # A model of the user's own says itself whether it has dropout (checked when it is built).
-  dropout = (config.model.dropout_rate > 0 or config.model.block_dropout_rate > 0
-             or not models.is_builtin(config.model.name))
   need(config.eval.mc_samples >= 0,
        f"eval.mc_samples={config.eval.mc_samples!r}; use 0 (off) or a number of passes.")
-  if config.method == "mc_dropout":
-    need(dropout, "method='mc_dropout' needs dropout: set model.dropout_rate (e.g. 0.2) and/or "
-         "model.block_dropout_rate.")
-    need(config.eval.mc_samples >= 2,
-         f"method='mc_dropout' needs eval.mc_samples >= 2 stochastic passes, got "
-         f"{config.eval.mc_samples}.")
-  if config.method == "swa":
-    ft = config.finetune
-    need(config.num_members >= 2, "method='swa' needs num_members >= 2: the fine-tuned model and "
-         "at least one SWA run from it.")
-    need(ft.swa_schedule in ("constant", "cyclic"),
-         f"finetune.swa_schedule={ft.swa_schedule!r}; use 'constant' or 'cyclic'.")
-    for name in ("swa_epochs", "swa_lr", "swa_collect_every"):
-      need(ft[name] > 0, f"finetune.{name}={ft[name]!r} must be positive.")
-    need(ft.swa_start >= 0 and ft.swa_lr_min >= 0,
-         "finetune.swa_start and finetune.swa_lr_min must not be negative.")
-    need(ft.swa_start + ft.swa_collect_every <= ft.swa_epochs,
-         f"finetune.swa_start + swa_collect_every = {ft.swa_start + ft.swa_collect_every:g} epochs "
-         f"is past the SWA phase's swa_epochs={ft.swa_epochs:g}: nothing would be averaged.")
+  for problem in method.problems(config):  # the method's own fields
+    need(False, problem)
   need(all(isinstance(b, int) and 2 <= b <= 16 for b in config.eval.low_precision_bits),
        f"eval.low_precision_bits={tuple(config.eval.low_precision_bits)!r}; use integers "
        "from 2 to 16, e.g. (4, 5, 6), or () for none.")
@@ -378,8 +359,8 @@ def validate(config: ml_collections.ConfigDict, data_given: bool = False) -> Non
     need(config.model.patch >= 1 and config.model.depth >= 1,
          "model.patch and model.depth must be at least 1.")
   for name in ("pretrain", "finetune"):
-    _check_recipe(need, config[name], name, config.num_members)
-  need(config.data.resize in data_lib.RESIZE_METHODS,
+    _check_recipe(need, config[name], name)
+  need(config.data.resize in RESIZE_METHODS,
        f"data.resize={config.data.resize!r}; use 'bilinear' or 'bicubic'.")
   need(0.0 <= config.data.get("val_fraction", 0.0) < 1.0,
        f"data.val_fraction={config.data.get('val_fraction')}; use a fraction in [0, 1) of each "
@@ -419,8 +400,3 @@ def validate(config: ml_collections.ConfigDict, data_given: bool = False) -> Non
     need(not whole_dataset or data_given,
          f"data.target={config.data.target!r} is a whole dataset with no source task to "
          "pre-train on: set pretrain.checkpoint to the pre-trained weights to fine-tune from.")
-  if config.method == "global_de" and not config.pretrain.checkpoint:
-    need(config.pretrain.num_checkpoints >= config.num_members,
-         f"method='global_de' with num_members={config.num_members} needs "
-         f"pretrain.num_checkpoints >= {config.num_members} (one pre-trained checkpoint per member), "
-         f"got {config.pretrain.num_checkpoints}.")

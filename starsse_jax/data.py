@@ -1,4 +1,7 @@
-"""The data of a transfer run: target splits on the host, images augmented on the device.
+"""The data of a transfer run, on the host: the target splits, their validation slice, the OOD set.
+
+The device-side views of the images (augmentation, normalisation, evaluation resizing) live in
+``augment``.
 
 Two ways to name the fine-tuning data (``data.target``):
 - ``'split'`` (default): a *transfer split* of one labelled dataset (``data.name``: the embedded
@@ -19,8 +22,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 
-import jax
-import jax.numpy as jnp
 import numpy as np
 
 from starsse_jax import sources
@@ -327,107 +328,3 @@ def with_ood(data: TransferData, config) -> TransferData:
           "in-distribution test set, which would make OOD AUROC meaningless; name a disjoint "
           "dataset with eval.ood, or eval.ood='none'.")
   return data
-
-
-def fits_on_device(nbytes: int, fraction: float = 0.25) -> bool:
-  """Whether ``nbytes`` of images may live on the default device: at most ``fraction`` of its
-  memory, where the backend reports it (accelerators); always on a CPU (host memory anyway)."""
-  device = jax.local_devices()[0]
-  stats = device.memory_stats() if device.platform != "cpu" else None
-  limit = (stats or {}).get("bytes_limit")
-  return limit is None or nbytes <= fraction * limit
-
-
-# ---------------------------------------------------------------------------- on device
-
-
-def normalize(images: jax.Array, mean, std) -> jax.Array:
-  """uint8 images -> float32, standardised per channel."""
-  return (images.astype(jnp.float32) / 255.0 - jnp.asarray(mean)) / jnp.asarray(std)
-
-
-def augment_params(rng: jax.Array, n: int, padding: int, flip: bool, image_hw=None,
-                   image_size: int = 0) -> dict[str, jax.Array]:
-  """Random augmentation of ``n`` images: flip flags, and crop offsets (``padding`` pixels of
-  zero padding) or, when ``image_size`` is set, random-resized-crop boxes in ``image_hw``."""
-  crop_key, flip_key = jax.random.split(rng)
-  params = {"flips": jax.random.bernoulli(flip_key, 0.5, (n,)) if flip else jnp.zeros(n, bool)}
-  if image_size:
-    params["boxes"] = random_resized_crop_params(crop_key, n, *image_hw)
-  else:
-    params["offsets"] = jax.random.randint(crop_key, (n, 2), 0, 2 * padding + 1)
-  return params
-
-
-RESIZE_METHODS = {"bilinear": "linear", "bicubic": "cubic"}  # config name -> jax.image's
-
-
-def apply_augment(images: jax.Array, params: dict[str, jax.Array], padding: int,
-                  image_size: int = 0, resize: str = "bilinear") -> jax.Array:
-  """Crops (padded crop, or random-resized crop to ``image_size``, resized ``bilinear`` or
-  ``bicubic``) and flips where flagged."""
-  if image_size:
-    images = crop_and_resize(images, params["boxes"], image_size, resize)
-  elif padding > 0:
-    _, h, w, c = images.shape
-    padded = jnp.pad(images, ((0, 0), (padding, padding), (padding, padding), (0, 0)))
-    crop = lambda img, o: jax.lax.dynamic_slice(img, (o[0], o[1], 0), (h, w, c))
-    images = jax.vmap(crop)(padded, params["offsets"])
-  return jnp.where(params["flips"][:, None, None, None], images[:, :, ::-1, :], images)
-
-
-def augment(rng: jax.Array, images: jax.Array, padding: int, flip: bool,
-            image_size: int = 0, resize: str = "bilinear") -> jax.Array:
-  """Training view of a batch: random crop (padded, or resized to ``image_size``) and flip."""
-  params = augment_params(rng, images.shape[0], padding, flip, images.shape[1:3], image_size)
-  return apply_augment(images, params, padding, image_size, resize)
-
-
-def eval_view(images: jax.Array, image_size: int = 0, resize: str = "bilinear") -> jax.Array:
-  """Evaluation view of a batch: unchanged, or centre-cropped and resized to ``image_size``."""
-  return center_resize(images, image_size, resize=resize) if image_size else images
-
-
-def random_resized_crop_params(rng: jax.Array, n: int, height: int, width: int,
-                               scale=(0.08, 1.0), ratio=(3 / 4, 4 / 3)) -> jax.Array:
-  """Boxes ``[n, 4]`` = (top, left, height, width) as torchvision's ``RandomResizedCrop`` draws.
-
-  Area fraction uniform in ``scale``, aspect ratio log-uniform in ``ratio``; where the box would
-  not fit, its sides are clipped to the image (torchvision retries, then falls back to a centre
-  crop; clipping keeps the draw a single vectorised step).
-  """
-  k_area, k_ratio, k_top, k_left = jax.random.split(rng, 4)
-  area = jax.random.uniform(k_area, (n,), minval=scale[0], maxval=scale[1]) * height * width
-  aspect = jnp.exp(jax.random.uniform(k_ratio, (n,), minval=np.log(ratio[0]),
-                                      maxval=np.log(ratio[1])))
-  w = jnp.clip(jnp.sqrt(area * aspect), 1.0, width)
-  h = jnp.clip(jnp.sqrt(area / aspect), 1.0, height)
-  top = jax.random.uniform(k_top, (n,)) * (height - h)
-  left = jax.random.uniform(k_left, (n,)) * (width - w)
-  return jnp.stack([top, left, h, w], axis=-1)
-
-
-def crop_and_resize(images: jax.Array, boxes: jax.Array, size: int,
-                    resize: str = "bilinear") -> jax.Array:
-  """Resize of each image's box to ``size x size`` (float32, pixel values kept), ``bilinear`` or
-  ``bicubic`` (Keys' cubic, a = -0.5, antialiased when shrinking, as ``jax.image``)."""
-  method = RESIZE_METHODS[resize]
-
-  def one(image, box):
-    top, left, h, w = box[0], box[1], box[2], box[3]
-    scale = jnp.stack([size / h, size / w])
-    translation = -jnp.stack([top, left]) * scale
-    return jax.image.scale_and_translate(image.astype(jnp.float32), (size, size, image.shape[-1]),
-                                         (0, 1), scale, translation, method=method)
-
-  return jax.vmap(one)(images, boxes)
-
-
-def center_resize(images: jax.Array, size: int, crop_fraction: float = 0.875,
-                  resize: str = "bilinear") -> jax.Array:
-  """Evaluation view: the central ``crop_fraction`` of each image resized to ``size`` (the
-  'resize to 256, centre-crop 224' of ImageNet evaluation is ``crop_fraction = 224 / 256``)."""
-  n, height, width, _ = images.shape
-  h, w = height * crop_fraction, width * crop_fraction
-  box = jnp.asarray([(height - h) / 2, (width - w) / 2, h, w], jnp.float32)
-  return crop_and_resize(images, jnp.broadcast_to(box, (n, 4)), size, resize)

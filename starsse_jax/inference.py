@@ -8,6 +8,7 @@ probabilities, and the per-batch statistics summed in the same order.
 """
 from __future__ import annotations
 
+import dataclasses
 import functools
 from typing import Any
 
@@ -15,7 +16,26 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from starsse_jax import data as data_lib, members, models
+from starsse_jax import augment, members, models
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Network:
+  """A model as every prediction, statistics recompute and training step calls it: the Flax
+  module, the input normalisation (per-channel ``mean``/``std`` of pixel values in [0, 1]), the
+  resolution it sees (``image_size`` 0 = the images' own; else centre-crop-and-resize with
+  ``resize``) and how the member axis is mapped (``members.member_map``'s ``strategy``)."""
+  model: Any
+  mean: Any
+  std: Any
+  image_size: int = 0
+  resize: str = "bilinear"
+  strategy: str = "auto"
+
+  def view(self, images):
+    """The normalised evaluation view of uint8 images (on the device)."""
+    return augment.normalize(augment.eval_view(images, self.image_size, self.resize), self.mean,
+                             self.std)
 
 
 @functools.lru_cache(maxsize=None)
@@ -23,7 +43,7 @@ def _predict_fn(model, strategy: str, image_size: int, stochastic: bool, resize:
 
   @jax.jit
   def predict(variables, images, mean, std, keys):
-    x = data_lib.normalize(data_lib.eval_view(images, image_size, resize), mean, std)
+    x = augment.normalize(augment.eval_view(images, image_size, resize), mean, std)
 
     def one(v, key):
       logits = models.apply(model, v, x, train=False, stochastic=stochastic or None,
@@ -61,9 +81,8 @@ def _gather_batches(local: np.ndarray, axis: int) -> np.ndarray:
   return np.concatenate(list(every), axis=axis)
 
 
-def predict(model, variables: dict[str, Any], images: np.ndarray, mean, std,
-            batch_size: int = 500, strategy: str = "auto", image_size: int = 0,
-            passes: int = 0, seed: int = 0, resize: str = "bilinear") -> np.ndarray:
+def predict(net: Network, variables: dict[str, Any], images: np.ndarray, batch_size: int = 500,
+            passes: int = 0, seed: int = 0) -> np.ndarray:
   """Softmax probabilities ``[K, N, C]`` of stacked ``{'params', 'batch_stats'}`` in eval mode.
 
   ``passes`` = S > 0: MC-dropout, S stochastic passes per member with dropout on (BatchNorm still
@@ -71,7 +90,8 @@ def predict(model, variables: dict[str, Any], images: np.ndarray, mean, std,
   the masks are seeded by ``seed``, pass, batch and member.
   """
   stochastic = passes > 0
-  fn = _predict_fn(model, strategy, image_size, stochastic, resize)
+  fn = _predict_fn(net.model, net.strategy, net.image_size, stochastic, net.resize)
+  mean, std = net.mean, net.std
   variables = {"params": variables["params"], "batch_stats": variables.get("batch_stats", {})}
   k = members.num_members(variables)
   n = len(images)
@@ -116,7 +136,7 @@ def _batch_stats_fn(model, strategy: str, image_size: int, resize: str):
 
   @jax.jit
   def stats(params, batch_stats, images, mean, std):
-    x = data_lib.normalize(data_lib.eval_view(images, image_size, resize), mean, std)
+    x = augment.normalize(augment.eval_view(images, image_size, resize), mean, std)
 
     def one(p, bs):
       return batch_statistics(p, bs, x)
@@ -126,9 +146,8 @@ def _batch_stats_fn(model, strategy: str, image_size: int, resize: str):
   return stats
 
 
-def recompute_batch_stats(model, params: Any, template_stats: Any, images: np.ndarray, mean, std,
-                          batch_size: int = 256, strategy: str = "auto",
-                          image_size: int = 0, resize: str = "bilinear") -> Any:
+def recompute_batch_stats(net: Network, params: Any, template_stats: Any, images: np.ndarray,
+                          batch_size: int = 256) -> Any:
   """BatchNorm statistics of stacked ``params`` over ``images`` (no augmentation).
 
   As SWA's ``bn_update``: the running mean and variance are reset and replaced by the cumulative
@@ -139,7 +158,8 @@ def recompute_batch_stats(model, params: Any, template_stats: Any, images: np.nd
   """
   if not jax.tree.leaves(template_stats):
     return template_stats
-  fn = _batch_stats_fn(model, strategy, image_size, resize)
+  fn = _batch_stats_fn(net.model, net.strategy, net.image_size, net.resize)
+  mean, std = net.mean, net.std
   batch_size = min(batch_size, len(images))
   num_batches = len(images) // batch_size  # full batches only: equal weights
   batch = lambda b: jnp.asarray(_batch(images, max(b, 0), batch_size))

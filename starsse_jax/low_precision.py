@@ -16,6 +16,8 @@ reports both).
 """
 from __future__ import annotations
 
+import dataclasses
+
 from typing import Any, Callable
 
 import jax
@@ -94,11 +96,22 @@ def memory_bits(params: Any, bits: int | None, per_channel: bool = True) -> int:
   return total
 
 
-def evaluate(params: Any, batch_stats: Any, predict: Callable, recompute: Callable, test, val,
-             bits_list, samples: int, seed: int, per_channel: bool, ece_bins: int):
-  """Round-to-nearest and low-precision ensembles of every bit width in ``bits_list``.
+@dataclasses.dataclass(frozen=True)
+class Settings:
+  """Which low-precision models ``evaluate`` reports: bit widths, draws per model, the seed of
+  the draws, one grid scale per output channel (else per tensor), ECE bins."""
+  bits: tuple[int, ...] = (4, 5, 6)
+  samples: int = 5
+  seed: int = 0
+  per_channel: bool = True
+  ece_bins: int = 15
 
-  ``params``/``batch_stats``: stacked members (K >= 1). ``predict(variables, images)`` gives
+
+def evaluate(variables: dict[str, Any], predict: Callable, recompute: Callable, test, val,
+             settings: Settings = Settings()):
+  """Round-to-nearest and low-precision ensembles of every bit width in ``settings.bits``.
+
+  ``variables``: stacked ``{'params', 'batch_stats'}`` members (K >= 1). ``predict(variables, images)`` gives
   ``[K', N, C]`` probabilities of stacked variables; ``recompute(params, batch_stats)`` their
   BatchNorm statistics on training data. ``test``/``val``: (images, labels). Member 0 gives the
   round-to-nearest model and the LPE of ``samples`` draws; with K > 1, ``plus_lpe`` is every
@@ -106,6 +119,9 @@ def evaluate(params: Any, batch_stats: Any, predict: Callable, recompute: Callab
   model's BatchNorm statistics (``bn_kept``) and with statistics recomputed (``bn_recomputed``);
   a model without BatchNorm has ``bn_kept`` only (there is nothing to recompute).
   """
+  params, batch_stats = variables["params"], variables["batch_stats"]
+  bits_list, samples, seed = settings.bits, settings.samples, settings.seed
+  per_channel, ece_bins = settings.per_channel, settings.ece_bins
   k = members.num_members(params)
   first = members.take(params, 0)
   out = {"scale": "per output channel" if per_channel else "per tensor", "samples": samples,

@@ -112,8 +112,8 @@ def chunking(k: int, max_chunk: int = _MAX_UNROLL) -> tuple[int, int]:
 # An unrolled program's compile time grows with its members on a CPU (default network: 5 members
 # 13 s, 10 members 29-36 s, 20 members 79 s; experiments/bench_compile.py), but at K = 10 one
 # program ran faster per member than two groups of 5 in two runs (812 and 856 against 678 and
-# 740 member-img/s): phases of more than _MAX_ONE_PROGRAM members run as groups of _GROUP or less.
-_MAX_ONE_PROGRAM, _GROUP = 10, 5
+# 740 member-img/s): phases of more than MAX_ONE_PROGRAM members run as groups of _GROUP or less.
+MAX_ONE_PROGRAM, _GROUP = 10, 5
 
 
 def group_size(k: int, strategy: str, backend: str | None = None) -> int:
@@ -131,7 +131,7 @@ def group_size(k: int, strategy: str, backend: str | None = None) -> int:
   """
   backend = backend or jax.default_backend()
   if (backend != "cpu" or resolve_strategy(strategy, k, backend) != "unroll"
-      or k <= _MAX_ONE_PROGRAM):
+      or k <= MAX_ONE_PROGRAM):
     return k
   return chunking(k, _GROUP)[1]
 

@@ -59,6 +59,15 @@ class Estimate:
             f"members {mb(self.ensemble)}, training data {mb(self.data)})")
 
 
+def fits_on_device(nbytes: int, fraction: float = 0.25) -> bool:
+  """Whether ``nbytes`` of images may live on the default device: at most ``fraction`` of its
+  memory, where the backend reports it (accelerators); always on a CPU (host memory anyway)."""
+  device = jax.local_devices()[0]
+  stats = device.memory_stats() if device.platform != "cpu" else None
+  limit = (stats or {}).get("bytes_limit")
+  return limit is None or nbytes <= fraction * limit
+
+
 def size(nbytes: float) -> str:
   """``nbytes`` in KB, MB or GB (powers of 1024)."""
   for unit, scale in (("GB", 2**30), ("MB", 2**20)):

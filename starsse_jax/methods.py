@@ -10,7 +10,7 @@ Notation: ``E`` = fine-tuning epochs, ``lr`` = its peak learning rate, ``K`` = m
 from __future__ import annotations
 
 import dataclasses
-from typing import Callable
+from typing import Any, Callable
 
 import numpy as np
 import optax
@@ -52,27 +52,52 @@ class Phase:
     return len(self.starts)
 
 
+# Settings a method reads from ``config.finetune`` besides the generic ones. Their defaults are the
+# config's (``configlib.base_config``), stated nowhere else: a hand-built Budget names the ones its
+# method reads, and a plan stops with a message naming any that is missing.
+METHOD_FIELDS = ("lr_ratio", "cycle_ratio", "fge_cycle_epochs", "fge_lr_1", "fge_lr_2",
+                 "swa_epochs", "swa_lr", "swa_lr_min", "swa_schedule", "swa_start",
+                 "swa_collect_every")
+
+
 @dataclasses.dataclass(frozen=True)
 class Budget:
-  """What a plan needs to know about the fine-tuning run (steps, not epochs)."""
+  """What a plan needs to know about the fine-tuning run (steps, not epochs). The method's own
+  settings (``METHOD_FIELDS``) are None unless given; ``from_config`` gives them all."""
   num_members: int
   steps_per_epoch: int
   epochs: float
   lr: float
-  lr_ratio: float = 1.0
-  cycle_ratio: float = 1.0
-  fge_cycle_epochs: int = 2
-  fge_lr_1: float = 0.05
-  fge_lr_2: float = 1e-4
-  swa_epochs: float = 20.0
-  swa_lr: float = 0.01
-  swa_lr_min: float = 1e-4
-  swa_schedule: str = "constant"
-  swa_start: float = 0.0  # epochs into the SWA phase before collecting starts
-  swa_collect_every: float = 1.0  # epochs
   warmup_epochs: float = 0.0  # the first fine-tuning: linear warm-up from warmup_lr, then cosine
   warmup_lr: float = 0.0
   per_epoch: bool = False  # learning rates change once per epoch (the official Swin-T code)
+  lr_ratio: float | None = None
+  cycle_ratio: float | None = None
+  fge_cycle_epochs: int | None = None
+  fge_lr_1: float | None = None
+  fge_lr_2: float | None = None
+  swa_epochs: float | None = None
+  swa_lr: float | None = None
+  swa_lr_min: float | None = None
+  swa_schedule: str | None = None
+  swa_start: float | None = None  # epochs into the SWA phase before collecting starts
+  swa_collect_every: float | None = None  # epochs
+
+  @classmethod
+  def from_config(cls, section, num_members: int, steps_per_epoch: int) -> "Budget":
+    """The budget of a training section (``config.finetune``) for ``num_members`` members."""
+    return cls(num_members=num_members, steps_per_epoch=steps_per_epoch, epochs=section.epochs,
+               lr=section.lr, warmup_epochs=section.warmup_epochs, warmup_lr=section.warmup_lr,
+               per_epoch=section.schedule_unit == "epoch",
+               **{name: section[name] for name in METHOD_FIELDS})
+
+  def need(self, name: str):
+    """The method setting ``name``; a ValueError when this budget was built without it."""
+    value = getattr(self, name)
+    if value is None:
+      raise ValueError(f"This plan reads finetune.{name}, which the Budget was built without: "
+                       f"give {name}= (Budget.from_config gives every setting).")
+    return value
 
   def steps(self, epochs: float) -> int:
     return max(1, int(round(epochs * self.steps_per_epoch)))
@@ -103,9 +128,9 @@ def _finetune(b: Budget, sources) -> Phase:
 
 def _cycle(b: Budget, name: str, sources) -> Phase:
   """One SSE/StarSSE cycle: peak lr_ratio x lr, cycle_ratio x E epochs, optimizer reset."""
-  n = b.steps(b.cycle_ratio * b.epochs)
+  n = b.steps(b.need("cycle_ratio") * b.epochs)
   starts = tuple(Start("member", s) for s in sources)
-  lr = b.cycle_schedule(b.lr_ratio * b.lr, n)
+  lr = b.cycle_schedule(b.need("lr_ratio") * b.lr, n)
   return Phase(name, starts, (lr,) * len(starts), n)
 
 
@@ -140,11 +165,12 @@ def fge(b: Budget) -> list[Phase]:
   reset the optimizer. The first phase runs half a cycle (lr_1 down to lr_2); each later one runs
   the second half of a cycle and the first half of the next.
   """
-  c = b.steps(b.fge_cycle_epochs)
+  c = b.steps(b.need("fge_cycle_epochs"))
+  lr_1, lr_2 = b.need("fge_lr_1"), b.need("fge_lr_2")
   plan = [_finetune(b, [0])]
   for j in range(b.num_members - 1):
     first = j == 0
-    lr = schedules.triangular_cycle(b.fge_lr_1, b.fge_lr_2, c, offset_steps=0 if first else c // 2)
+    lr = schedules.triangular_cycle(lr_1, lr_2, c, offset_steps=0 if first else c // 2)
     plan.append(Phase(f"fge_cycle_{j + 1}", (Start("member", j),), (lr,),
                       c // 2 if first else c, reset_optimizer=first))
   return plan
@@ -157,18 +183,21 @@ def swa(b: Budget) -> list[Phase]:
   statistics are recomputed for the averages. K = 2 is SWA alone; K > 2 gives K-1 SWA solutions
   branching from member 1 (SWA of StarSSE-style branches), trained together.
   """
-  n, every = b.steps(b.swa_epochs), b.steps(b.swa_collect_every)
-  start = int(round(b.swa_start * b.steps_per_epoch))
-  if b.swa_schedule == "cyclic":  # collections fall at the ends of the sawtooth's periods
+  epochs, collect_every, swa_start = (b.need("swa_epochs"), b.need("swa_collect_every"),
+                                      b.need("swa_start"))
+  n, every = b.steps(epochs), b.steps(collect_every)
+  start = int(round(swa_start * b.steps_per_epoch))
+  schedule = b.need("swa_schedule")
+  if schedule == "cyclic":  # collections fall at the ends of the sawtooth's periods
     start = -(-start // every) * every
-    lr = schedules.sawtooth(b.swa_lr, b.swa_lr_min, every)
-  elif b.swa_schedule == "constant":
-    lr = schedules.constant(b.swa_lr)
+    lr = schedules.sawtooth(b.need("swa_lr"), b.need("swa_lr_min"), every)
+  elif schedule == "constant":
+    lr = schedules.constant(b.need("swa_lr"))
   else:
-    raise ValueError(f"Unknown SWA schedule {b.swa_schedule!r}; use 'constant' or 'cyclic'.")
+    raise ValueError(f"Unknown SWA schedule {schedule!r}; use 'constant' or 'cyclic'.")
   if start + every > n:
-    raise ValueError(f"SWA collects nothing: the first collection (epoch {b.swa_start:g} + "
-                     f"{b.swa_collect_every:g}) falls after the phase's {b.swa_epochs:g} epochs; "
+    raise ValueError(f"SWA collects nothing: the first collection (epoch {swa_start:g} + "
+                     f"{collect_every:g}) falls after the phase's {epochs:g} epochs; "
                      "lower swa_start or swa_collect_every, or raise swa_epochs.")
   plan = [_finetune(b, [0])]
   if b.num_members > 1:
@@ -184,15 +213,97 @@ def mc_dropout(b: Budget) -> list[Phase]:
   return local_de(b)
 
 
-METHODS: dict[str, Callable[[Budget], list[Phase]]] = {
-    "local_de": local_de,
-    "global_de": global_de,
-    "sse": sse,
-    "starsse": starsse,
-    "fge": fge,
-    "swa": swa,
-    "mc_dropout": mc_dropout,
-}
+def _check_swa(config) -> list[tuple[bool, str]]:
+  ft = config.finetune
+  return [
+      (ft.swa_schedule in ("constant", "cyclic"),
+       f"finetune.swa_schedule={ft.swa_schedule!r}; use 'constant' or 'cyclic'."),
+      *[(ft[name] > 0, f"finetune.{name}={ft[name]!r} must be positive.")
+        for name in ("swa_epochs", "swa_lr", "swa_collect_every")],
+      (ft.swa_start >= 0 and ft.swa_lr_min >= 0,
+       "finetune.swa_start and finetune.swa_lr_min must not be negative."),
+      (ft.swa_start + ft.swa_collect_every <= ft.swa_epochs,
+       f"finetune.swa_start + swa_collect_every = {ft.swa_start + ft.swa_collect_every:g} epochs "
+       f"is past the SWA phase's swa_epochs={ft.swa_epochs:g}: nothing would be averaged.")]
+
+
+def _check_mc_dropout(config) -> list[tuple[bool, str]]:
+  from starsse_jax import models  # pylint: disable=g-import-not-at-top
+  # A model of the user's own says itself whether it has dropout (checked when it is built).
+  dropout = (config.model.dropout_rate > 0 or config.model.block_dropout_rate > 0
+             or not models.is_builtin(config.model.name))
+  return [(dropout, "method='mc_dropout' needs dropout: set model.dropout_rate (e.g. 0.2) and/or "
+           "model.block_dropout_rate."),
+          (config.eval.mc_samples >= 2, f"method='mc_dropout' needs eval.mc_samples >= 2 "
+           f"stochastic passes, got {config.eval.mc_samples}.")]
+
+
+def _check_cycles(config) -> list[tuple[bool, str]]:
+  ft = config.finetune
+  return [(ft[name] > 0, f"finetune.{name}={ft[name]!r} must be positive.")
+          for name in ("lr_ratio", "cycle_ratio")]
+
+
+def _check_fge(config) -> list[tuple[bool, str]]:
+  ft = config.finetune
+  return [(ft[name] > 0, f"finetune.{name}={ft[name]!r} must be positive.")
+          for name in ("fge_cycle_epochs", "fge_lr_1", "fge_lr_2")]
+
+
+def _check_global_de(config) -> list[tuple[bool, str]]:
+  k = config.num_members
+  return [(bool(config.pretrain.checkpoint) or config.pretrain.num_checkpoints >= k,
+           f"method='global_de' with num_members={k} needs pretrain.num_checkpoints >= {k} (one "
+           f"pre-trained checkpoint per member), got {config.pretrain.num_checkpoints}.")]
+
+
+@dataclasses.dataclass(frozen=True)
+class Method:
+  """A method, whole: its plan, the pre-trained checkpoints it reads, whether a Local DE of its
+  training compute is a fair baseline, and the checks of its own config fields (``fields``, in
+  ``config.finetune``; their defaults are ``configlib.base_config``'s)."""
+  name: str
+  plan: Callable[[Budget], list[Phase]]
+  fields: tuple[str, ...] = ()
+  checkpoint_per_member: bool = False  # member k starts from pre-trained checkpoint k
+  # Later members start from the fine-tuned member 0: a Local DE sharing member 0 and costing
+  # what the method costs is its baseline (eval.baseline='local_de').
+  from_first_model: bool = False
+  min_members: int = 1
+  needs_dropout: bool = False  # the model must have dropout (checked when it is built)
+  check: Callable[[Any], list[tuple[bool, str]]] | None = None
+
+  def checkpoints_needed(self, num_members: int) -> int:
+    return num_members if self.checkpoint_per_member else 1
+
+  def problems(self, config) -> list[str]:
+    """What is wrong with ``config`` for this method (empty when nothing is)."""
+    found = [] if config.num_members >= self.min_members else [
+        f"method={self.name!r} needs num_members >= {self.min_members}: the fine-tuned model "
+        "and at least one member from it."]
+    if config.eval.baseline and not (self.from_first_model and config.num_members >= 2):
+      found.append(f"eval.baseline={config.eval.baseline!r} compares a method that starts from "
+                   "one fine-tuned model (starsse, sse, fge, swa; num_members >= 2) with Local "
+                   f"DE; method={self.name!r} with num_members={config.num_members} has none: "
+                   "set eval.baseline=''.")
+    if self.check is not None:
+      found += [message for ok, message in self.check(config) if not ok]
+    return found
+
+
+METHODS: dict[str, Method] = {m.name: m for m in (
+    Method("local_de", local_de),
+    Method("global_de", global_de, checkpoint_per_member=True, check=_check_global_de),
+    Method("sse", sse, ("lr_ratio", "cycle_ratio"), from_first_model=True, check=_check_cycles),
+    Method("starsse", starsse, ("lr_ratio", "cycle_ratio"), from_first_model=True,
+           check=_check_cycles),
+    Method("fge", fge, ("fge_cycle_epochs", "fge_lr_1", "fge_lr_2"), from_first_model=True,
+           check=_check_fge),
+    Method("swa", swa, ("swa_epochs", "swa_lr", "swa_lr_min", "swa_schedule", "swa_start",
+                        "swa_collect_every"), from_first_model=True, min_members=2,
+           check=_check_swa),
+    Method("mc_dropout", mc_dropout, needs_dropout=True, check=_check_mc_dropout),
+)}
 
 
 BASELINES = ("", "local_de")
@@ -301,12 +412,17 @@ def sweep_plan(b: Budget, lr_ratios, cycle_ratios, local_checkpoint: int = 0,
   return SweepPlan(phases, ensembles)
 
 
-def build_plan(method: str, budget: Budget) -> list[Phase]:
+def get(method: str) -> Method:
+  """The record of ``method``; a ValueError naming the known ones."""
   if method not in METHODS:
     raise ValueError(f"Unknown method {method!r}; choose one of {sorted(METHODS)}.")
-  return METHODS[method](budget)
+  return METHODS[method]
+
+
+def build_plan(method: str, budget: Budget) -> list[Phase]:
+  return get(method).plan(budget)
 
 
 def checkpoints_needed(method: str, num_members: int) -> int:
   """How many pre-trained checkpoints a method reads."""
-  return num_members if method == "global_de" else 1
+  return get(method).checkpoints_needed(num_members)

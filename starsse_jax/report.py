@@ -521,3 +521,40 @@ class TensorBoardWriter(LoggingWriter):
 def create_writer(logdir: str):
   """TensorBoard event files and the log (process 0 of a run)."""
   return TensorBoardWriter(logdir)
+
+
+def timing(times: dict[str, float], trained: list[dict[str, Any]],
+           batch_size: int) -> dict[str, Any]:
+  """``timing.json``: seconds per stage, and per phase its seconds, its first step's (compilation,
+  mostly) and the steady throughput in member-images per second (the first step left out)."""
+  out = {k: round(v, 2) for k, v in times.items()}
+  out["phases"] = [
+      {"name": p["name"], "seconds": round(p["seconds"], 2),
+       "first_step_s": round(p["first_step_seconds"], 2),
+       "member_img_per_s": round((len(p["lr_table"]) - 1) * batch_size * len(p["members"]) /
+                                 max(p["seconds"] - p["first_step_seconds"], 1e-9), 1)}
+      for p in trained if p["seconds"] and len(p["lr_table"]) > 1]
+  return out
+
+
+# The plots of report.html, in its order: title -> file in the workdir.
+RUN_PLOTS = {"Test metrics against ensemble size": "ensemble_size.png",
+             "Reliability (bars labelled with their image counts)": "reliability.png",
+             "Selective prediction: risk against coverage": "risk_coverage.png",
+             "Learning rate of every member": "learning_rates.png",
+             "Loss along straight lines between members": "interpolation.png"}
+
+
+def write_outputs(workdir: str, results: dict[str, Any], trained: list[dict[str, Any]],
+                  command: str | None = None) -> None:
+  """A run's outputs beside its ``results.json``: ``timing.json``, the plots and
+  ``report.html`` (``command``: the command line shown in it)."""
+  write_json(os.path.join(workdir, "timing.json"), results["timing"])
+  plot_learning_rates(os.path.join(workdir, "learning_rates.png"), trained)
+  plot_size_curve(os.path.join(workdir, "ensemble_size.png"), results)
+  plot_reliability(os.path.join(workdir, "reliability.png"), results["curves"])
+  plot_risk_coverage(os.path.join(workdir, "risk_coverage.png"), results["curves"])
+  if "basin" in results:
+    plot_interpolation(os.path.join(workdir, "interpolation.png"), results["basin"])
+  write_html(os.path.join(workdir, "report.html"), results,
+             {k: os.path.join(workdir, v) for k, v in RUN_PLOTS.items()}, command)

@@ -19,6 +19,8 @@ soup is scored, which for BatchNorm nets includes recomputing its statistics on 
 """
 from __future__ import annotations
 
+import dataclasses
+
 from typing import Any, Callable, Sequence
 
 import jax
@@ -102,17 +104,28 @@ def mix(stacked_params: Any, mixing_logits: Any) -> Any:
                       stacked_params, mixing_logits)
 
 
-def learned_soup(stacked_params: Any, logits_fn: Callable[[Any, Any], Any], images, labels, *,
-                 epochs: int = 5, batch_size: int = 256, lr: float = 0.05, by_layer: bool = True,
-                 seed: int = 0) -> tuple[Any, dict[str, Any]]:
-  """Learned soup: mixing weights (per tensor with ``by_layer``, else one per member) and a logit
-  scale trained on ``(images, labels)``, ``epochs`` shuffled passes in batches of ``batch_size``
-  (the last one partial), AdamW at ``lr`` without weight decay (the model-soups recipe).
+@dataclasses.dataclass(frozen=True)
+class LearnedSoup:
+  """How the learned soup is fitted: ``epochs`` shuffled passes in batches of ``batch_size``
+  (the last one partial), AdamW at ``lr`` without weight decay, mixing weights per tensor
+  (``by_layer``) or one per member, the shuffle seeded by ``seed``."""
+  epochs: int = 5
+  batch_size: int = 256
+  lr: float = 0.05
+  by_layer: bool = True
+  seed: int = 0
+
+
+def learned_soup(stacked_params: Any, logits_fn: Callable[[Any, Any], Any], images, labels,
+                 fit: LearnedSoup = LearnedSoup()) -> tuple[Any, dict[str, Any]]:
+  """Learned soup: mixing weights (per tensor with ``fit.by_layer``, else one per member) and a
+  logit scale trained on ``(images, labels)`` (the model-soups recipe; see ``LearnedSoup``).
 
   ``logits_fn(params, images)`` gives a soup's logits; for BatchNorm nets the caller decides how it
-  normalises (``api`` uses each batch's own statistics, see ``api.make_soups``). Returns the mixed
+  normalises (``evaluation.make_soups`` uses each batch's own statistics). Returns the mixed
   parameters and ``{'weights': [K] mean mixing weight per member, 'scale': beta}``.
   """
+  epochs, batch_size, lr, by_layer, seed = fit.epochs, fit.batch_size, fit.lr, fit.by_layer, fit.seed
   k = members.num_members(stacked_params)
   if by_layer:
     logits0 = jax.tree.map(lambda _: jnp.zeros(k), stacked_params)

@@ -1,29 +1,29 @@
-"""One train step for all members, one phase runner, one plan executor.
+"""The phase runner and the plan executor: a plan's phases run in order, each a plain loop over
+steps of ``step.make_step`` with periodic actions beside it (log and metric writer, save, the
+processes' agreement to stop, dropping diverged members, the progress bar).
 
 State of a phase is a dict of stacked pytrees ``{'params', 'batch_stats', 'opt_state'}`` whose
-leaves carry a leading member axis. Each method is only a plan (``methods.py``); everything here is
+leaves carry a leading member axis. Each method is only a plan (``methods``); everything here is
 shared by all of them, pre-training included.
 """
 from __future__ import annotations
 
 import contextlib
 import dataclasses
-import functools
 import logging
 import time
-from typing import Any
+from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 
 from jax.sharding import PartitionSpec as P
 
-from starsse_jax import (checkpoint, data as data_lib, inference, members, methods, models,
-                         optimizers, rand_augment, regularizers, report, resume, running_mean,
-                         schedules, sharding)
+from starsse_jax import (checkpoint, data as data_lib, inference, members, memory, methods,
+                         report, resume, schedules, sharding, step as step_lib)
 from starsse_jax.sources import disk
+from starsse_jax.step import Trainer
 
 State = dict[str, Any]
 
@@ -32,162 +32,35 @@ class NonFiniteLossError(FloatingPointError):
   """Training produced NaN or inf; the message names the member, phase and step."""
 
 
-def make_optimizer(weight_decay: float, momentum: float) -> optax.GradientTransformation:
-  """SGD with momentum and L2 weight decay, as PyTorch's ``SGD(weight_decay=...)`` (see
-  ``optimizers`` for AdamW and clipping)."""
-  return optimizers.make(optimizers.OptimizerConfig("sgd", weight_decay, momentum))
-
-
-def _with_learning_rate(opt_state, lr):
-  return opt_state._replace(hyperparams={**opt_state.hyperparams, "learning_rate": lr})
+@dataclasses.dataclass(frozen=True)
+class Actions:
+  """What a phase loop does beside stepping. Every ``log_every`` steps: a log line (or the
+  progress bar's description), a row of the history and the metric ``writer``; the NaN check (a
+  ``NonFiniteLossError``, or with ``drop_diverged`` the diverged members dropped) and, across
+  processes, the agreement to ``stop``. Every ``save_every`` steps (and on a stop request): a
+  progress checkpoint."""
+  log_every: int = 50
+  writer: Any = None
+  save_every: int = 0
+  stop: resume.StopRequest | None = None
+  drop_diverged: bool = False
 
 
 @dataclasses.dataclass(frozen=True)
-class Trainer:
-  """What the step needs that is fixed for a whole run."""
-  model: Any
-  tx: optax.GradientTransformation
-  mean: np.ndarray
-  std: np.ndarray
-  crop_padding: int
-  flip: bool
-  strategy: str
-  seed: int
-  num_devices: int = 1  # devices to spread a phase over (0 = all visible)
-  image_size: int = 0  # 0 = native resolution; else random-resized-crop to this size
-  resize: str = "bilinear"  # how crops are resized to image_size: 'bilinear' or 'bicubic'
-  placement: str = "auto"  # training images on the 'device', or each batch sent from the 'host'
-  head: str = models.HEAD  # the classifier's name in ``params`` (replaced when fine-tuning)
-  regularizers: regularizers.Regularizers = regularizers.Regularizers()
-
-  def init_variables(self, seed: int, image_shape) -> dict[str, Any]:
-    if self.image_size:
-      image_shape = (self.image_size, self.image_size, image_shape[-1])
-    return _init(self.model, seed, tuple(image_shape))
-
-  @functools.cached_property
-  def _steps(self) -> dict:
-    return {}
-
-  def step_for(self, num_members: int, batch_size: int):
-    """(jitted step, mesh or None) for a phase of ``num_members`` members. On a mesh over several
-    processes fed per process (``_Feed``), the step reads a batch split over the devices instead
-    of indexing a training set every device holds."""
-    mesh = sharding.choose_mesh(num_members, batch_size, self.num_devices)
-    split_batch = _Feed.per_process(self.placement, mesh)
-    key = None if mesh is None else (mesh.devices.shape, tuple(d.id for d in mesh.devices.flat),
-                                     split_batch)
-    if key not in self._steps:
-      self._steps[key] = _make_step(self, mesh, split_batch)
-    return self._steps[key], mesh
-
-
-@functools.lru_cache(maxsize=None)
-def _init_fn(model):
-  return jax.jit(lambda key, x: models.init(model, key, x))
-
-
-def _init(model, seed, image_shape):
-  variables = _init_fn(model)(jax.random.key(seed), jnp.zeros((1,) + image_shape, jnp.float32))
-  # A model without BatchNorm keeps an empty ``batch_stats``: one state layout for every model.
-  return {"params": variables["params"], "batch_stats": variables.get("batch_stats", {})}
-
-
-def _make_step(tr: Trainer, mesh, split_batch: bool = False):
-  """The step over stacked members; with a mesh, members and batches are split over devices.
-
-  On a mesh each device runs the same member function on its members and its slice of their
-  batch; gradients, losses and BatchNorm statistics are averaged over the data axis, and the
-  augmentation of the whole batch is drawn on every device and sliced, so the result matches the
-  single-device step up to floating-point summation order. With ``split_batch`` the images and
-  labels are the step's batch split over the devices, each device holding the rows of its
-  members and data shard, and the indices point into that block.
-  """
-  base_key = jax.random.key(tr.seed)
-  data_axis = None if mesh is None else sharding.DATA
-  data_shards = 1 if mesh is None else mesh.shape[sharding.DATA]
-  model = models.with_bn_axis(tr.model, data_axis)
-  average = (lambda t: t) if mesh is None else (lambda t: jax.lax.pmean(t, data_axis))
-  dropout = models.is_random_in_training(tr.model)
-
-  def member_step(state, member_seed, idx, lr, images, labels, step, collect):
-    rng = jax.random.fold_in(jax.random.fold_in(base_key, member_seed), step)
-
-    def shard_stream(stream):
-      """A stream of its own (augmentation draws from ``rng`` exactly as without it); on a mesh
-      each data shard draws for its own slice of the batch."""
-      key = jax.random.fold_in(rng, stream)
-      return key if mesh is None else jax.random.fold_in(key, jax.lax.axis_index(data_axis))
-
-    key = shard_stream(_DROPOUT_STREAM) if dropout else None
-    local = idx.shape[0]
-    aug = data_lib.augment_params(rng, local * data_shards, tr.crop_padding, tr.flip,
-                                  images.shape[1:3], tr.image_size)
-    if mesh is not None:
-      start = jax.lax.axis_index(data_axis) * local
-      aug = jax.tree.map(lambda a: jax.lax.dynamic_slice_in_dim(a, start, local), aug)
-    x = data_lib.apply_augment(images[idx], aug, tr.crop_padding, tr.image_size, tr.resize)
-    reg = tr.regularizers
-    if reg.rand_augment is not None:  # per image, on pixel values
-      x = rand_augment.rand_augment(shard_stream(_RANDAUG_STREAM), x, reg.rand_augment,
-                                    np.asarray(tr.mean) * 255.0)
-    x = data_lib.normalize(x, tr.mean, tr.std)
-    y = labels[idx]
-    if reg.erase_prob > 0:  # each image its own box
-      x = regularizers.random_erase(shard_stream(_ERASE_STREAM), x, reg.erase_prob)
-    lam = None
-    if reg.mixing:  # one lam per member and step (the same on every shard; pairs within a shard)
-      x, lam = regularizers.mix(jax.random.fold_in(rng, _MIX_STREAM), x, reg)
-
-    def loss_fn(params):
-      logits, updates = models.apply(model, {"params": params, "batch_stats": state["batch_stats"]},
-                                     x, train=True, key=key, mutable=["batch_stats"])
-      if reg.soft:
-        targets = regularizers.smooth_targets(y, logits.shape[-1], reg.label_smoothing)
-        if lam is not None:
-          targets = regularizers.mix_targets(targets, lam)
-        loss = regularizers.soft_cross_entropy(logits, targets)
-      else:
-        loss = optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
-      return loss, (updates.get("batch_stats", {}), logits)
-
-    (loss, (batch_stats, logits)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
-        state["params"])
-    # Parameters are replicated over the data axis, so shard_map's autodiff already sums their
-    # gradients over it (the transpose of the implicit broadcast): divide to get the mean.
-    grads = jax.tree.map(lambda g: g / data_shards, grads)
-    opt_state = _with_learning_rate(state["opt_state"], lr)
-    updates, opt_state = tr.tx.update(grads, opt_state, state["params"])
-    new_state = {"params": optax.apply_updates(state["params"], updates),
-                 "batch_stats": batch_stats, "opt_state": opt_state}
-    if "average" in state:
-      new_state["average"] = running_mean.add(state["average"], new_state["params"], collect)
-    metrics = average({"loss": loss, "accuracy": jnp.mean(jnp.argmax(logits, -1) == y)})
-    return new_state, metrics
-
-  def step(states, member_seeds, images, labels, batch_idx, lrs, step_index, collect):
-    """Advances every member by one step. ``batch_idx`` is ``[K, B]`` indices into the data;
-    ``collect`` (0 or 1) adds the new weights to the running averages of averaging phases."""
-
-    def one(state, member_seed, idx, lr):
-      return member_step(state, member_seed, idx, lr, images, labels, step_index, collect)
-
-    return members.member_map(one, tr.strategy)(states, member_seeds, batch_idx, lrs)
-
-  if mesh is not None:
-    m, d = sharding.MEMBERS, sharding.DATA
-    pool = P((m, d)) if split_batch else P()
-    step = jax.shard_map(step, mesh=mesh,
-                         in_specs=(P(m), P(m), pool, pool, P(m, d), P(m), P(), P()),
-                         out_specs=(P(m), P(m)))
-  return jax.jit(step, donate_argnums=0)
-
-
-# Folded into a step's key to give dropout, mixing and erasing streams of their own.
-_DROPOUT_STREAM = 0x5EED
-_MIX_STREAM = 0x313C
-_ERASE_STREAM = 0xE2A5
-_RANDAUG_STREAM = 0x2A6D
+class PhaseLoop:
+  """Where a phase's loop starts, what it continues and what it does beside stepping: ensemble
+  ids of its members (default 0..K-1), the step count of earlier phases (the history's step
+  numbers), the step to resume at, the history so far, ``save(states, steps_done, history,
+  member_ids)`` for progress checkpoints, ``collect[t]`` (1 adds the weights after step t to the
+  members' running averages, for states with an ``average`` entry, see ``running_mean``), and
+  the periodic ``actions``."""
+  member_ids: Any = None
+  step_offset: int = 0
+  start_step: int = 0
+  history: list | None = None
+  save: Callable | None = None
+  collect: np.ndarray | None = None
+  actions: Actions = Actions()
 
 
 # ------------------------------------------------------------------------------- phases
@@ -282,20 +155,16 @@ class _Feed:
 
   def __init__(self, split: data_lib.Split, placement: str, mesh):
     self.split, self.mesh = split, mesh
-    self.split_batch = self.per_process(placement, mesh)
+    self.split_batch = step_lib.per_process_batches(placement, mesh)
     on_disk = isinstance(split.images, disk.DiskImages)
     if on_disk and placement == "device":
       raise ValueError(f"data.placement='device', but the {split.images.nbytes / 2**20:.0f} MB of "
                        "training images are read from disk (above data.host_memory_mb); use "
                        "placement 'auto' or 'host', or raise data.host_memory_mb.")
     self.on_device = not self.split_batch and not on_disk and (placement == "device" or (
-        placement == "auto" and data_lib.fits_on_device(split.images.nbytes)))
+        placement == "auto" and memory.fits_on_device(split.images.nbytes)))
     if self.on_device:
       self.images, self.labels = self._put(split.images), self._put(split.labels)
-
-  @staticmethod
-  def per_process(placement: str, mesh) -> bool:
-    return mesh is not None and jax.process_count() > 1 and placement != "device"
 
   def _put(self, x):
     return jnp.asarray(x) if self.mesh is None else jax.device_put(
@@ -331,126 +200,164 @@ class _Feed:
 
 
 def run_phase(trainer: Trainer, states: State, member_seeds: np.ndarray, split: data_lib.Split,
-              lr_table: np.ndarray, batch_size: int, name: str, member_ids=None,
-              log_every: int = 50, writer=None, step_offset: int = 0, start_step: int = 0,
-              history: list | None = None, save=None, save_every: int = 0,
-              stop=None, drop_diverged: bool = False,
-              collect: np.ndarray | None = None) -> PhaseResult:
-  """Trains the stacked members of one phase from ``start_step`` to ``len(lr_table)`` steps.
+              lr_table: np.ndarray, batch_size: int, name: str,
+              loop: PhaseLoop = PhaseLoop()) -> PhaseResult:
+  """Trains the stacked members of one phase from ``loop.start_step`` to ``len(lr_table)`` steps.
 
-  Member k (ensemble id ``member_ids[k]``) reads its own data order (seeded by
-  ``member_seeds[k]``) and its own column of ``lr_table``. Logs loss, accuracy and an ETA every
-  ``log_every`` steps. A NaN or inf loss raises ``NonFiniteLossError`` naming the member, or, with
-  ``drop_diverged``, drops the diverged members and continues with the rest (all diverged still
-  raises). ``save(states, steps_done, history, member_ids)`` is called every ``save_every`` steps
-  and when ``stop.requested`` turns true, after which ``resume.Interrupted`` is raised; a state is
-  saved only once its losses are finite. ``collect[t]`` true adds the weights after step t to
-  the members' running averages (states with an ``average`` entry, see ``running_mean``).
+  Member k (ensemble id ``loop.member_ids[k]``) reads its own data order (seeded by
+  ``member_seeds[k]``) and its own column of ``lr_table``. A NaN or inf loss raises
+  ``NonFiniteLossError`` naming the member, or, with ``actions.drop_diverged``, drops the
+  diverged members and continues with the rest (all diverged still raises). ``loop.save`` is
+  called every ``actions.save_every`` steps and when ``actions.stop.requested`` turns true, after
+  which ``resume.Interrupted`` is raised; a state is saved only once its losses are finite.
   """
-  num_steps, k = lr_table.shape
-  collect = np.zeros(num_steps, np.float32) if collect is None else np.asarray(collect, np.float32)
-  ids = np.arange(k) if member_ids is None else np.asarray(member_ids)
-  member_seeds = np.asarray(member_seeds)
+  act = loop.actions
+  num_steps = len(lr_table)
   n = len(split)
   if batch_size > n:
     raise ValueError(f"Phase {name!r}: batch size {batch_size} is larger than the {n} training "
                      "images; lower the batch size.")
-  steps_per_epoch = n // batch_size
-  running = _Running(trainer, states, member_seeds, batch_size)
-  feed = _Feed(split, trainer.placement, running.mesh)
-  if running.mesh is not None:
-    logging.info("%s: %d member(s) on a %s mesh", name, k, dict(running.mesh.shape))
-  elif len(running.groups) > 1:
-    logging.info("%s: %d members in %d groups of %d, one compiled step for all", name, k,
-                 len(running.groups), running.size)
-  if not feed.on_device:
-    logging.info("%s: %.2f GB of images stay on the host; each step's batch is sent.", name,
-                 split.images.nbytes / 1e9)
-  history = list(history or [])
-  orders = {}
-
-  def batch_indices(t):
-    """[K, B] indices of step ``t``: each member's own seeded order of its epoch (padded as the
-    member groups are)."""
-    epoch, i = divmod(t, steps_per_epoch)
-    if epoch not in orders:
-      orders.clear()
-      orders[epoch] = np.stack([data_order(int(s), n, batch_size, epoch) for s in member_seeds],
-                               axis=1)
-    return running.pad(orders[epoch][i])
-
+  live = _Live(trainer, split, batch_size, states, member_seeds, lr_table, loop)
+  live.describe(name)
+  history = list(loop.history or [])
   start = time.perf_counter()
-  batch = feed(batch_indices(start_step)) if start_step < num_steps else None
+  batch = live.batch(loop.start_step) if loop.start_step < num_steps else None
   first_step = 0.0
   # A bar with ETA on a terminal; the log lines below otherwise. An exception leaves the bar to
   # tqdm's own clean-up.
-  progress = report.Progress(name, num_steps, start_step)
-  for t in range(start_step, num_steps):
-    metrics = running.step(*batch, lr_table[t], t, collect[t])
-    if t == start_step:  # one synchronisation, to time compilation apart from the steps
+  progress = report.Progress(name, num_steps, loop.start_step)
+  for t in range(loop.start_step, num_steps):
+    metrics = live.running.step(*batch, live.lr_table[t], t, live.collect[t])
+    if t == loop.start_step:  # one synchronisation, to time compilation apart from the steps
       jax.block_until_ready(metrics)
       first_step = time.perf_counter() - start
     # The step runs asynchronously: the next batch is gathered (and sent) meanwhile.
-    batch = feed(batch_indices(t + 1)) if t + 1 < num_steps else None
+    batch = live.batch(t + 1) if t + 1 < num_steps else None
     done = t + 1
-    stopping = stop is not None and stop.requested
-    if jax.process_count() > 1:  # all processes stop at the same step: checked at log points
-      stopping = (done % log_every == 0 or done == num_steps) and sharding.any_process(stopping)
-    saving = save is not None and done < num_steps and (
-        stopping or (save_every and done % save_every == 0))
-    if done % log_every == 0 or done == num_steps or saving:
+    logging_now = done % act.log_every == 0 or done == num_steps
+    stopping = _stop_agreed(act, logging_now)
+    saving = loop.save is not None and done < num_steps and (
+        stopping or (act.save_every and done % act.save_every == 0))
+    if logging_now or saving:
       metrics = sharding.to_host(metrics)
-      finite = np.isfinite(np.asarray(metrics["loss"]))
-      if drop_diverged and 0 < finite.sum() < len(finite):
-        keep = np.flatnonzero(finite)
-        logging.warning("Dropping diverged member(s) %s of phase %r at step %d (loss %s); "
-                        "continuing with members %s.", ids[~finite].tolist(), name, done,
-                        _fmt(metrics["loss"]), ids[keep].tolist())
-        states = running.states()
-        if running.mesh is not None:
-          states = sharding.gather(states)
-        states, ids, member_seeds = members.take(states, keep), ids[keep], member_seeds[keep]
-        lr_table = lr_table[:, keep]
-        metrics = {key: v[keep] for key, v in metrics.items()}
-        k = len(keep)
-        old_mesh = running.mesh
-        running = _Running(trainer, states, member_seeds, batch_size,
-                           size=running.size if old_mesh is None else None)
-        if running.mesh != old_mesh:  # the data moves only if the mesh changed
-          feed = _Feed(split, trainer.placement, running.mesh)
-        orders.clear()
-        batch = feed(batch_indices(t + 1)) if t + 1 < num_steps else None
-      _check_finite(metrics["loss"], name, t, ids)
+      if act.drop_diverged and live.drop_diverged(metrics, name, done):
+        metrics = live.kept(metrics)
+        batch = live.batch(t + 1) if t + 1 < num_steps else None
+      _check_finite(metrics["loss"], name, t, live.ids)
     progress.update(done)
-    if done % log_every == 0 or done == num_steps:
-      elapsed = time.perf_counter() - start
-      eta = elapsed / (done - start_step) * (num_steps - done)
-      progress.describe(loss=_fmt(metrics["loss"]), acc=_fmt(metrics["accuracy"]))
-      logging.log(logging.DEBUG if progress.active else logging.INFO,
-                  "%s step %d/%d  loss %s  acc %s  lr %s  %.1f steps/s  ETA %s", name, done,
-                  num_steps, _fmt(metrics["loss"]), _fmt(metrics["accuracy"]),
-                  _fmt(lr_table[t]), (done - start_step) / elapsed, _fmt_time(eta))
-      row = {"step": step_offset + done, "phase": name,
-             **{f"{key}/member_{ids[m]}": float(v[m])
-                for key, v in metrics.items() for m in range(k)}}
+    if logging_now:
+      row = _log(name, done, num_steps, metrics, live, progress,
+                 (done - loop.start_step, time.perf_counter() - start), loop.step_offset)
       history.append(row)
-      if writer is not None:
-        writer.write_scalars(row["step"], {key: v for key, v in row.items()
-                                           if key not in ("step", "phase")})
+      if act.writer is not None:
+        act.writer.write_scalars(row["step"], {key: v for key, v in row.items()
+                                               if key not in ("step", "phase")})
     if saving:
-      if stopping and stop is not None:
-        stop.announce()
-      save(running.states(), done, history, ids.tolist())
+      if stopping and act.stop is not None:
+        act.stop.announce()
+      loop.save(live.running.states(), done, history, live.ids.tolist())
       if stopping:
         raise resume.Interrupted(f"Stopped in phase {name!r} after step {done}/{num_steps}; "
                                  "progress saved. Rerun the same command to resume.")
   progress.close()
-  states = running.states()
-  if running.mesh is not None:  # gather, so that phases on different meshes can be joined
+  states = live.running.states()
+  if live.running.mesh is not None:  # gather, so that phases on different meshes can be joined
     states = sharding.gather(states)
   jax.block_until_ready(states)
-  return PhaseResult(name, states, lr_table, history, ids.tolist(), time.perf_counter() - start,
-                     first_step)
+  return PhaseResult(name, states, live.lr_table, history, live.ids.tolist(),
+                     time.perf_counter() - start, first_step)
+
+
+def _stop_agreed(act: Actions, at_log_point: bool) -> bool:
+  """Whether to stop after this step; all processes stop at the same step (agreed at log
+  points)."""
+  stopping = act.stop is not None and act.stop.requested
+  if jax.process_count() > 1:
+    stopping = at_log_point and sharding.any_process(stopping)
+  return stopping
+
+
+def _log(name, done, num_steps, metrics, live, progress, timing, step_offset) -> dict[str, Any]:
+  """The progress line (or bar description) and the history row of step ``done``."""
+  steps_run, elapsed = timing
+  eta = elapsed / steps_run * (num_steps - done)
+  progress.describe(loss=_fmt(metrics["loss"]), acc=_fmt(metrics["accuracy"]))
+  logging.log(logging.DEBUG if progress.active else logging.INFO,
+              "%s step %d/%d  loss %s  acc %s  lr %s  %.1f steps/s  ETA %s", name, done,
+              num_steps, _fmt(metrics["loss"]), _fmt(metrics["accuracy"]),
+              _fmt(live.lr_table[done - 1]), steps_run / elapsed, _fmt_time(eta))
+  return {"step": step_offset + done, "phase": name,
+          **{f"{key}/member_{live.ids[m]}": float(v[m])
+             for key, v in metrics.items() for m in range(len(live.ids))}}
+
+
+class _Live:
+  """A phase's members as the loop advances them: the stepping groups, the feed, their ids,
+  seeds, learning-rate columns and data orders; ``drop_diverged`` regroups the survivors."""
+
+  def __init__(self, trainer, split, batch_size, states, member_seeds, lr_table, loop):
+    self.trainer, self.split, self.batch_size = trainer, split, batch_size
+    k = lr_table.shape[1]
+    self.ids = np.arange(k) if loop.member_ids is None else np.asarray(loop.member_ids)
+    self.member_seeds = np.asarray(member_seeds)
+    self.lr_table = lr_table
+    self.collect = (np.zeros(len(lr_table), np.float32) if loop.collect is None
+                    else np.asarray(loop.collect, np.float32))
+    self.running = _Running(trainer, states, self.member_seeds, batch_size)
+    self.feed = _Feed(split, trainer.placement, self.running.mesh)
+    self.orders = {}
+    self._keep = None
+
+  def describe(self, name: str) -> None:
+    k = len(self.ids)
+    if self.running.mesh is not None:
+      logging.info("%s: %d member(s) on a %s mesh", name, k, dict(self.running.mesh.shape))
+    elif len(self.running.groups) > 1:
+      logging.info("%s: %d members in %d groups of %d, one compiled step for all", name, k,
+                   len(self.running.groups), self.running.size)
+    if not self.feed.on_device:
+      logging.info("%s: %.2f GB of images stay on the host; each step's batch is sent.", name,
+                   self.split.images.nbytes / 1e9)
+
+  def batch(self, t: int):
+    """What step ``t`` reads: each member's own seeded order of its epoch, as [K, B] indices
+    (padded as the member groups are), fed as ``_Feed`` places them."""
+    n = len(self.split)
+    epoch, i = divmod(t, n // self.batch_size)
+    if epoch not in self.orders:
+      self.orders.clear()
+      self.orders[epoch] = np.stack([data_order(int(s), n, self.batch_size, epoch)
+                                     for s in self.member_seeds], axis=1)
+    return self.feed(self.running.pad(self.orders[epoch][i]))
+
+  def drop_diverged(self, metrics, name: str, done: int) -> bool:
+    """Drops the members whose loss is not finite when some (not all) diverged; keeps the group
+    size, so nothing is recompiled. Returns whether any was dropped."""
+    finite = np.isfinite(np.asarray(metrics["loss"]))
+    if not 0 < finite.sum() < len(finite):
+      return False
+    keep = np.flatnonzero(finite)
+    logging.warning("Dropping diverged member(s) %s of phase %r at step %d (loss %s); "
+                    "continuing with members %s.", self.ids[~finite].tolist(), name, done,
+                    _fmt(metrics["loss"]), self.ids[keep].tolist())
+    states = self.running.states()
+    if self.running.mesh is not None:
+      states = sharding.gather(states)
+    states, self.ids, self.member_seeds = (members.take(states, keep), self.ids[keep],
+                                           self.member_seeds[keep])
+    self.lr_table = self.lr_table[:, keep]
+    old_mesh = self.running.mesh
+    self.running = _Running(self.trainer, states, self.member_seeds, self.batch_size,
+                            size=self.running.size if old_mesh is None else None)
+    if self.running.mesh != old_mesh:  # the data moves only if the mesh changed
+      self.feed = _Feed(self.split, self.trainer.placement, self.running.mesh)
+    self.orders.clear()
+    self._keep = keep
+    return True
+
+  def kept(self, metrics):
+    """The metrics of the members kept by the last ``drop_diverged``."""
+    return {key: v[self._keep] for key, v in metrics.items()}
 
 
 def _check_finite(losses, phase: str, step: int, member_ids) -> None:
@@ -508,12 +415,7 @@ def start_states(trainer: Trainer, phase: methods.Phase, ensemble: State | None,
         variables[-1]["opt_state"] = opt_state
     else:
       raise ValueError(f"Unknown start kind {start.kind!r}.")
-  stacked = members.stack(variables)
-  if "opt_state" not in stacked:
-    stacked["opt_state"] = jax.vmap(trainer.tx.init)(stacked["params"])
-  if phase.average is not None:
-    stacked["average"] = jax.vmap(running_mean.start)(stacked["params"])
-  return stacked
+  return step_lib.start_state(trainer, members.stack(variables), phase.average is not None)
 
 
 def finish_average(trainer: Trainer, states: State, split: data_lib.Split,
@@ -521,9 +423,8 @@ def finish_average(trainer: Trainer, states: State, split: data_lib.Split,
   """Members of an averaging phase become their running averages, with BatchNorm statistics
   recomputed on the training images (the averaged weights' own statistics; SWA's ``bn_update``)."""
   params = states["average"]["params"]
-  stats = inference.recompute_batch_stats(trainer.model, params, states["batch_stats"],
-                                          split.images, trainer.mean, trainer.std, batch_size,
-                                          trainer.strategy, trainer.image_size, trainer.resize)
+  stats = inference.recompute_batch_stats(trainer.network, params, states["batch_stats"],
+                                          split.images, batch_size)
   return {"params": params, "batch_stats": stats, "opt_state": states["opt_state"]}
 
 
@@ -534,26 +435,24 @@ def _continued_optimizers(plan: list[methods.Phase], after: int) -> set[int]:
 
 
 def run_plan(trainer: Trainer, plan: list[methods.Phase], split: data_lib.Split,
-             batch_size: int, pretrained: dict[str, Any] | None = None, log_every: int = 50,
-             writer=None, checkpointer: resume.RunCheckpointer | None = None, save_every: int = 0,
-             stop: resume.StopRequest | None = None,
-             drop_diverged: bool = False) -> tuple[State, list[PhaseResult]]:
+             batch_size: int, pretrained: dict[str, Any] | None = None,
+             actions: Actions = Actions(),
+             checkpointer: resume.RunCheckpointer | None = None) -> tuple[State, list[PhaseResult]]:
   """Runs the phases in order; returns the ensemble (members in plan order) and each phase.
 
-  With a ``checkpointer`` the progress is saved every ``save_every`` steps, at every phase
-  boundary and on a stop request (in the background, waited for before returning or raising),
-  and a rerun continues from the latest saved point. The returned ensemble holds each member's
-  ``params`` and ``batch_stats``.
+  With a ``checkpointer`` the progress is saved every ``actions.save_every`` steps, at every
+  phase boundary and on a stop request (in the background, waited for before returning or
+  raising), and a rerun continues from the latest saved point. The returned ensemble holds each
+  member's ``params`` and ``batch_stats``.
   """
   # A pending save is finished (or its failure raised) before leaving.
   with checkpointer or contextlib.nullcontext():
-    return _run_plan(trainer, plan, split, batch_size, pretrained, log_every, writer,
-                     checkpointer, save_every, stop, drop_diverged)
+    progress = checkpointer.restore() if checkpointer else None
+    return _run_plan(trainer, plan, split, batch_size, pretrained, actions, checkpointer,
+                     progress)
 
 
-def _run_plan(trainer, plan, split, batch_size, pretrained, log_every, writer, checkpointer,
-              save_every, stop, drop_diverged):
-  progress = checkpointer.restore() if checkpointer else None
+def _run_plan(trainer, plan, split, batch_size, pretrained, actions, checkpointer, progress):
   if progress is None:
     progress = resume.Progress(0, 0, None, None, [])
   ensemble, results, step_offset, first = progress.ensemble, [], 0, 0
@@ -590,13 +489,12 @@ def _run_plan(trainer, plan, split, batch_size, pretrained, log_every, writer, c
         checkpointer.save(resume.Progress(phase_index, done, ensemble, states, histories,
                                           ensemble_ids, alive, carried), block=False)
 
+      loop = PhaseLoop(member_ids=alive, step_offset=step_offset, start_step=start_step,
+                       history=histories[phase_index], save=save if checkpointer else None,
+                       collect=None if phase.average is None else
+                       phase.average.table(phase.num_steps), actions=actions)
       result = run_phase(trainer, states, seeds[cols], split, lr_table[:, cols], batch_size,
-                         phase.name, member_ids=alive, log_every=log_every, writer=writer,
-                         step_offset=step_offset, start_step=start_step,
-                         history=histories[phase_index], save=save if checkpointer else None,
-                         save_every=save_every, stop=stop, drop_diverged=drop_diverged,
-                         collect=None if phase.average is None else
-                         phase.average.table(phase.num_steps))
+                         phase.name, loop)
       if phase.average is not None:
         result.states = finish_average(trainer, result.states, split, batch_size)
       histories[phase_index] = result.history
@@ -610,6 +508,7 @@ def _run_plan(trainer, plan, split, batch_size, pretrained, log_every, writer, c
       if checkpointer:
         checkpointer.save(resume.Progress(phase_index + 1, 0, ensemble, None, histories,
                                           ensemble_ids, None, carried), block=False)
+      stop = actions.stop
       if sharding.any_process(stop is not None and stop.requested):
         if stop is not None:
           stop.announce()

@@ -9,20 +9,23 @@ import jax
 import numpy as np
 
 from conftest import synthetic_transfer, tiny_config
-from starsse_jax import api, members, methods, models, train
+from starsse_jax import build, members, methods, models, train
 
 
 def trainer(config, data, num_devices):
   config.execution.num_devices = num_devices
   model = models.build_model(config.model, data.num_target_classes)
-  return api.make_trainer(config, model, data, config.finetune)  # pylint: disable=protected-access
+  return build.make_trainer(config, model, data, config.finetune)
 
 
 def run(k, batch, num_devices, data, pre, method="local_de"):
   config = tiny_config(method, members=k)
   config.finetune.batch_size = batch
   budget = methods.Budget(num_members=k, steps_per_epoch=len(data.target_train) // batch,
-                          epochs=1.0, lr=0.05, swa_epochs=1.0, swa_collect_every=0.5)
+                          epochs=1.0, lr=0.05, lr_ratio=1.0, cycle_ratio=1.0,
+                          fge_cycle_epochs=2, fge_lr_1=0.05, fge_lr_2=1e-4, swa_epochs=1.0,
+                          swa_lr=0.01, swa_lr_min=1e-4, swa_schedule="constant", swa_start=0.0,
+                          swa_collect_every=0.5)
   plan = methods.build_plan(method, budget)
   states, _ = train.run_plan(trainer(config, data, num_devices), plan, data.target_train, batch,
                              pretrained=pre)

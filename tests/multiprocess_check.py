@@ -11,8 +11,9 @@ import ml_collections
 import numpy as np
 
 from conftest import synthetic_transfer, tiny_config
-from starsse_jax import (api, data as data_lib, distributed, inference, members, methods, metrics, models,
+from starsse_jax import (data as data_lib, distributed, inference, members, methods, metrics, models,
                          sharding, train)
+from starsse_jax import build
 
 
 class _Counted(np.ndarray):
@@ -38,13 +39,13 @@ def main(out, *joining):
   rows_needed = 0
   config = tiny_config()
   model = models.build_model(config.model, data.num_target_classes)
-  pre = members.stack([api.make_trainer(config, model, data, config.finetune)  # pylint: disable=protected-access
+  pre = members.stack([build.make_trainer(config, model, data, config.finetune)
                        .init_variables(100, data.image_shape)])
   arrays = {}
   for k in (8, 4):
     config = tiny_config("local_de", members=k)
     config.finetune.batch_size = 8
-    trainer = api.make_trainer(config, model, data, config.finetune)  # pylint: disable=protected-access
+    trainer = build.make_trainer(config, model, data, config.finetune)
     budget = methods.Budget(num_members=k, steps_per_epoch=len(data.target_train) // 8,
                             epochs=1.0, lr=0.05)
     rows_needed += k * 8 * budget.steps_per_epoch  # K members x batch 8, one epoch
@@ -55,15 +56,14 @@ def main(out, *joining):
       arrays[f"k{k}_{i:04d}"] = leaf
   # Evaluation of the same variables in every layout: three members that no training touched,
   # batches that do not divide the test set, an odd number of them.
-  fixed = members.stack([api.make_trainer(config, model, data, config.finetune)  # pylint: disable=protected-access
+  fixed = members.stack([build.make_trainer(config, model, data, config.finetune)
                          .init_variables(200 + i, data.image_shape) for i in range(3)])
   test = data.target_test
-  probs = inference.predict(model, fixed, test.images, data.mean, data.std, batch_size=9)
+  probs = inference.predict(inference.Network(model, data.mean, data.std), fixed, test.images, batch_size=9)
   arrays["eval_probs"] = probs
   arrays["eval_metrics"] = np.asarray([metrics.accuracy(probs.mean(0), test.labels),
                                        metrics.nll(probs.mean(0), test.labels)])
-  stats = inference.recompute_batch_stats(model, fixed["params"], fixed["batch_stats"],
-                                          data.target_train.images, data.mean, data.std, 5)
+  stats = inference.recompute_batch_stats(inference.Network(model, data.mean, data.std), fixed["params"], fixed["batch_stats"], data.target_train.images, batch_size=5)
   for i, leaf in enumerate(jax.tree.leaves(stats)):
     arrays[f"eval_stats_{i:04d}"] = np.asarray(leaf)
   if distributed.is_writer():

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from conftest import tiny_config
-from starsse_jax import api, basin, inference, members, metrics, models
+from starsse_jax import build, api, basin, inference, members, metrics, models
 
 
 def test_interpolate_and_distance_by_hand():
@@ -31,39 +31,37 @@ def test_barrier_height_by_hand():
 def test_interpolation_curve_on_a_real_model(synthetic):
   config = tiny_config()
   model = models.build_model(config.model, synthetic.num_target_classes)
-  trainer = api.make_trainer(config, model, synthetic, config.finetune)  # pylint: disable=protected-access
+  trainer = build.make_trainer(config, model, synthetic, config.finetune)
   a, b = (trainer.init_variables(s, synthetic.image_shape) for s in (0, 1))
-  kwargs = dict(train_images=synthetic.target_train.images, test_images=synthetic.target_test.images,
-                test_labels=synthetic.target_test.labels, mean=synthetic.mean, std=synthetic.std,
-                bn_batch_size=8)
-  curve = basin.interpolation_curve(model, a["params"], b["params"], a["batch_stats"], **kwargs)
+  net = inference.Network(model, synthetic.mean, synthetic.std)
+  data = (synthetic.target_train.images, (synthetic.target_test.images, synthetic.target_test.labels))
+  settings = basin.CurveSettings(bn_batch_size=8)
+  curve = basin.interpolation_curve(net, a["params"], b["params"], a["batch_stats"], *data,
+                                    settings)
   assert len(curve["alpha"]) == 11 and all(math.isfinite(v) for v in curve["nll"])
   assert curve["l2_distance"] == pytest.approx(basin.l2_distance(a["params"], b["params"]))
   assert curve["barrier"] >= 0.0
   # A line from a network to itself is flat: every point is the same network.
-  flat = basin.interpolation_curve(model, a["params"], a["params"], a["batch_stats"],
-                                   num_points=3, **kwargs)
+  flat = basin.interpolation_curve(net, a["params"], a["params"], a["batch_stats"], *data,
+                                   basin.CurveSettings(num_points=3, bn_batch_size=8))
   np.testing.assert_allclose(flat["nll"], flat["nll"][0], rtol=1e-5)
   assert flat["barrier"] == pytest.approx(0.0, abs=1e-5) and not flat["left_basin"]
   # The curve's first point is network a on its own, with statistics recomputed the same way.
   one = members.stack([a["params"]])
-  stats = inference.recompute_batch_stats(model, one, members.stack([a["batch_stats"]]),
-                                          synthetic.target_train.images, synthetic.mean,
-                                          synthetic.std, batch_size=8)
-  probs = inference.predict(model, {"params": one, "batch_stats": stats},
-                            synthetic.target_test.images, synthetic.mean, synthetic.std)
+  stats = inference.recompute_batch_stats(inference.Network(model, synthetic.mean, synthetic.std), one, members.stack([a["batch_stats"]]), synthetic.target_train.images, batch_size=8)
+  probs = inference.predict(inference.Network(model, synthetic.mean, synthetic.std), {"params": one, "batch_stats": stats}, synthetic.target_test.images)
   assert curve["nll"][0] == pytest.approx(metrics.nll(probs[0], synthetic.target_test.labels),
                                           rel=1e-5)
   with pytest.raises(ValueError, match="at least 2 points"):
-    basin.interpolation_curve(model, a["params"], b["params"], a["batch_stats"], num_points=1,
-                              **kwargs)
+    basin.interpolation_curve(net, a["params"], b["params"], a["batch_stats"], *data,
+                              basin.CurveSettings(num_points=1))
 
 
 def test_basin_report_of_a_starsse_ensemble(synthetic):
   config = tiny_config("starsse", members=3)
   config.eval.basin_points = 3
   model = models.build_model(config.model, synthetic.num_source_classes)
-  trainer = api.make_trainer(config, model, synthetic, config.pretrain)  # pylint: disable=protected-access
+  trainer = build.make_trainer(config, model, synthetic, config.pretrain)
   pre = members.stack([trainer.init_variables(3, synthetic.image_shape)])
   ens = api.finetune(config, synthetic, pre)
   report = api.basin_report(config, synthetic, ens, pre)

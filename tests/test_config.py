@@ -30,7 +30,7 @@ def test_every_config_file_validates_and_documents_its_command(path, tmp_path):
   configlib.validate(config)
   if "sweep" in config:
     sweep.validate(config)
-    assert f"python experiments/sweep.py --config={name} " in module.__doc__
+    assert f"python projects/starsse_paper/sweep.py --config={name} " in module.__doc__
   else:
     assert f"python -m starsse_jax.main --config={name} " in module.__doc__
 

@@ -9,7 +9,7 @@ import pytest
 import tensorflow_datasets as tfds
 
 from conftest import FASHION_DIR, tiny_config
-from starsse_jax import data
+from starsse_jax import augment, data
 
 
 def _write_idx(path, array):
@@ -127,10 +127,10 @@ def test_missing_tfds_dataset_is_reported(tmp_path):
 
 def test_augment_crops_and_flips_within_the_padded_image():
   images = jnp.asarray(np.arange(2 * 5 * 5).reshape(2, 5, 5, 1), jnp.uint8)
-  out = data.augment(jax.random.key(0), images, padding=0, flip=True)
+  out = augment.augment(jax.random.key(0), images, padding=0, flip=True)
   for o, i in zip(np.asarray(out), np.asarray(images)):
     assert np.array_equal(o, i) or np.array_equal(o, i[:, ::-1])
-  cropped = np.asarray(data.augment(jax.random.key(1), images, padding=2, flip=False))
+  cropped = np.asarray(augment.augment(jax.random.key(1), images, padding=2, flip=False))
   assert cropped.shape == images.shape and cropped.dtype == np.uint8
   padded = np.pad(np.asarray(images), ((0, 0), (2, 2), (2, 2), (0, 0)))
   for k in range(2):  # each output is some 5x5 window of the padded image
@@ -139,7 +139,7 @@ def test_augment_crops_and_flips_within_the_padded_image():
 
 
 def test_random_resized_crop_boxes_fit_and_follow_scale():
-  boxes = np.asarray(data.random_resized_crop_params(jax.random.key(0), 2000, 32, 32))
+  boxes = np.asarray(augment.random_resized_crop_params(jax.random.key(0), 2000, 32, 32))
   top, left, h, w = boxes.T
   assert np.all(top >= 0) and np.all(left >= 0)
   assert np.all(top + h <= 32 + 1e-4) and np.all(left + w <= 32 + 1e-4)
@@ -152,17 +152,17 @@ def test_crop_and_resize_identity_and_upsampling():
   rng = np.random.default_rng(0)
   images = jnp.asarray(rng.integers(0, 256, (3, 8, 8, 2)), jnp.uint8)
   full = jnp.broadcast_to(jnp.asarray([0.0, 0.0, 8.0, 8.0]), (3, 4))
-  np.testing.assert_allclose(data.crop_and_resize(images, full, 8), np.asarray(images, np.float32),
+  np.testing.assert_allclose(augment.crop_and_resize(images, full, 8), np.asarray(images, np.float32),
                              atol=1e-3)
   constant = jnp.full((2, 8, 8, 1), 77, jnp.uint8)
-  big = data.center_resize(constant, 224)
+  big = augment.center_resize(constant, 224)
   assert big.shape == (2, 224, 224, 1)
   np.testing.assert_allclose(big, 77.0, atol=1e-3)
   # A box over the left half, upsampled 2x: the right edge of the output samples column ~3.75.
   ramp = jnp.broadcast_to(jnp.arange(8, dtype=jnp.float32)[None, None, :, None], (1, 8, 8, 1))
-  left = data.crop_and_resize(ramp, jnp.asarray([[0.0, 0.0, 8.0, 4.0]]), 8)
+  left = augment.crop_and_resize(ramp, jnp.asarray([[0.0, 0.0, 8.0, 4.0]]), 8)
   assert float(left.max()) < 4.0 and float(left.min()) >= 0.0
-  out = data.augment(jax.random.key(1), images, padding=0, flip=True, image_size=16)
+  out = augment.augment(jax.random.key(1), images, padding=0, flip=True, image_size=16)
   assert out.shape == (3, 16, 16, 2) and out.dtype == jnp.float32
 
 
@@ -172,12 +172,12 @@ def test_bicubic_crops_follow_a_curve_that_bilinear_cuts():
   x = np.arange(16, dtype=np.float32)
   image = jnp.asarray(np.broadcast_to((x ** 2)[None, :, None], (16, 16, 1))[None])
   box = jnp.asarray([[4.0, 4.0, 8.0, 8.0]])
-  cubic = np.asarray(data.crop_and_resize(image, box, 32, "bicubic"))[0, 16, 8:24, 0]
-  linear = np.asarray(data.crop_and_resize(image, box, 32, "bilinear"))[0, 16, 8:24, 0]
+  cubic = np.asarray(augment.crop_and_resize(image, box, 32, "bicubic"))[0, 16, 8:24, 0]
+  linear = np.asarray(augment.crop_and_resize(image, box, 32, "bilinear"))[0, 16, 8:24, 0]
   centres = 4 + (np.arange(32)[8:24] + 0.5) * 8 / 32 - 0.5  # source coordinates of the samples
   truth = centres ** 2
   assert np.abs(cubic - truth).max() < 1e-3 < np.abs(linear - truth).max()
   full = jnp.asarray([[0.0, 0.0, 16.0, 16.0]])
-  np.testing.assert_allclose(data.crop_and_resize(image, full, 24, "bicubic"),
+  np.testing.assert_allclose(augment.crop_and_resize(image, full, 24, "bicubic"),
                              jax.image.resize(image, (1, 24, 24, 1), "bicubic"), rtol=1e-5,
                              atol=1e-3)

@@ -15,7 +15,7 @@ from orbax.checkpoint._src.handlers.json_checkpoint_handler import JsonCheckpoin
 import pytest
 
 from conftest import synthetic_transfer, tiny_config
-from starsse_jax import api, checkpoint, members, models, resume
+from starsse_jax import build, checkpoint, members, models, resume
 
 
 @contextlib.contextmanager
@@ -53,7 +53,7 @@ def small_disk(path, kind, monkeypatch):
 def _template():
   config = tiny_config()
   data = synthetic_transfer()
-  trainer = api.make_trainer(config, models.build_model(config.model, 3), data, config.finetune)  # pylint: disable=protected-access
+  trainer = build.make_trainer(config, models.build_model(config.model, 3), data, config.finetune)
   v = trainer.init_variables(0, data.image_shape)
   return {**v, "opt_state": trainer.tx.init(v["params"])}
 

@@ -9,10 +9,11 @@ import pytest
 from conftest import synthetic_transfer, tiny_config
 from starsse_jax import (api, configlib, inference, low_precision, members, methods, models,
                          resume, schedules, soups, train)
+from starsse_jax import build
 
 
 def _trainer(config, data, classes):
-  return api.make_trainer(config, models.build_model(config.model, classes), data,  # pylint: disable=protected-access
+  return build.make_trainer(config, models.build_model(config.model, classes), data,
                       config.finetune)
 
 
@@ -30,7 +31,7 @@ def _assert_trees_equal(a, b):
 
 def test_swa_plan_collects_every_period_after_the_start():
   b = methods.Budget(num_members=3, steps_per_epoch=4, epochs=1.0, lr=0.1, swa_epochs=3.0,
-                     swa_lr=0.05, swa_start=1.0, swa_collect_every=0.5)
+                     swa_lr=0.05, swa_start=1.0, swa_collect_every=0.5, swa_schedule="constant")
   first, phase = methods.build_plan("swa", b)
   assert first.num_members == 1 and phase.num_members == 2
   assert phase.starts == (methods.Start("member", 0),) * 2 and phase.num_steps == 12
@@ -53,7 +54,7 @@ def test_cyclic_swa_collects_where_the_sawtooth_reaches_its_minimum():
 
 def test_swa_that_collects_nothing_is_refused():
   b = methods.Budget(num_members=2, steps_per_epoch=4, epochs=1.0, lr=0.1, swa_epochs=1.0,
-                     swa_start=1.0)
+                     swa_start=1.0, swa_lr=0.01, swa_schedule="constant", swa_collect_every=1.0)
   with pytest.raises(ValueError, match="collects nothing"):
     methods.build_plan("swa", b)
   config = tiny_config("swa")
@@ -67,7 +68,8 @@ def test_swa_member_is_the_mean_of_the_collected_weights_with_its_own_batchnorm(
   trainer = _trainer(config, synthetic, synthetic.num_target_classes)
   split, batch = synthetic.target_train, 8  # 3 steps per epoch
   b = methods.Budget(num_members=2, steps_per_epoch=3, epochs=1.0, lr=0.05, swa_epochs=2.0,
-                     swa_lr=0.03, swa_collect_every=1 / 3, swa_start=2 / 3)
+                     swa_lr=0.03, swa_collect_every=1 / 3, swa_start=2 / 3,
+                     swa_schedule="constant")
   plan = methods.build_plan("swa", b)
   ensemble, _ = train.run_plan(trainer, plan, split, batch,
                                pretrained=_pretrained(config, synthetic))
@@ -88,8 +90,7 @@ def test_swa_member_is_the_mean_of_the_collected_weights_with_its_own_batchnorm(
   swa = members.take(ensemble, [1])
   jax.tree.map(lambda a, e: np.testing.assert_allclose(a, e, rtol=1e-5, atol=1e-6),
                swa["params"], expected)
-  stats = inference.recompute_batch_stats(trainer.model, swa["params"], swa["batch_stats"],
-                                          split.images, trainer.mean, trainer.std, batch)
+  stats = inference.recompute_batch_stats(inference.Network(trainer.model, trainer.mean, trainer.std), swa["params"], swa["batch_stats"], split.images, batch_size=batch)
   _assert_trees_equal(swa["batch_stats"], stats)
   assert "average" not in ensemble
 
@@ -113,7 +114,8 @@ def test_swa_resumes_mid_average_exactly(synthetic, tmp_path):
   config = tiny_config("swa", members=3)
   trainer = _trainer(config, synthetic, synthetic.num_target_classes)
   b = methods.Budget(num_members=3, steps_per_epoch=3, epochs=1.0, lr=0.05, swa_epochs=2.0,
-                     swa_lr=0.03, swa_collect_every=1 / 3)
+                     swa_lr=0.03, swa_collect_every=1 / 3, swa_start=0.0,
+                     swa_schedule="constant")
   plan = methods.build_plan("swa", b)
   pre = _pretrained(config, synthetic)
   reference, _ = train.run_plan(trainer, plan, synthetic.target_train, 8, pretrained=pre)
@@ -121,8 +123,7 @@ def test_swa_resumes_mid_average_exactly(synthetic, tmp_path):
   ck = resume.RunCheckpointer(str(tmp_path / "ck"), {**v, "opt_state": trainer.tx.init(
       v["params"])})
   with pytest.raises(resume.Interrupted):  # 3 steps of fine-tuning, then 2 of the SWA phase
-    train.run_plan(trainer, plan, synthetic.target_train, 8, pretrained=pre, checkpointer=ck,
-                   stop=_StopAfter(5))
+    train.run_plan(trainer, plan, synthetic.target_train, 8, pretrained=pre, checkpointer=ck, actions=train.Actions(stop=_StopAfter(5)))
   assert ck.restore().phase == 1 and ck.restore().step == 2
   resumed, _ = train.run_plan(trainer, plan, synthetic.target_train, 8, pretrained=pre,
                               checkpointer=ck)
@@ -164,10 +165,10 @@ def test_mc_dropout_ensemble_is_seeded_stochastic_passes(synthetic):
   configlib.validate(config, data_given=True)
   ens = api.finetune(config, synthetic, _pretrained(config, synthetic))
   images = synthetic.target_test.images
-  probs = api.predict_members(config, synthetic, ens.model, ens.variables, images, passes=3)  # pylint: disable=protected-access
+  probs = build.predict_members(config, synthetic, ens.model, ens.variables, images, passes=3)
   assert probs.shape == (6, len(images), 3)
   assert not np.allclose(probs[0], probs[1])  # passes differ
-  again = api.predict_members(config, synthetic, ens.model, ens.variables, images, passes=3)  # pylint: disable=protected-access
+  again = build.predict_members(config, synthetic, ens.model, ens.variables, images, passes=3)
   np.testing.assert_array_equal(probs, again)  # and are reproducible
   results = api.evaluate(config, synthetic, ens)
   assert results["member_names"][:4] == ["finetune[0] pass 0", "finetune[0] pass 1",
@@ -281,10 +282,11 @@ def test_learned_soup_moves_weight_to_the_member_that_fits():
   good[0] = [-3.0, 3.0]
   stacked = {"w": jnp.asarray(np.stack([good, -good, rng.normal(size=(4, 2)).astype(np.float32)]))}
   logits_fn = lambda p, xb: xb @ p["w"]
-  frozen, info0 = soups.learned_soup(stacked, logits_fn, x, y, epochs=0)
+  frozen, info0 = soups.learned_soup(stacked, logits_fn, x, y, soups.LearnedSoup(epochs=0))
   np.testing.assert_allclose(frozen["w"], soups.uniform_soup(stacked)["w"], rtol=1e-6, atol=1e-7)
   assert info0 == {"weights": pytest.approx([1 / 3] * 3), "scale": 1.0}
-  learned, info = soups.learned_soup(stacked, logits_fn, x, y, epochs=20, batch_size=64)
+  learned, info = soups.learned_soup(stacked, logits_fn, x, y,
+                                      soups.LearnedSoup(epochs=20, batch_size=64))
   assert info["weights"][0] > 0.6
   loss = lambda p: float(np.mean(-jax.nn.log_softmax(logits_fn(p, x))[np.arange(256), y]))
   assert loss(learned) < loss(frozen)
@@ -309,7 +311,8 @@ def test_fge_resumes_with_the_carried_momentum(synthetic, tmp_path):
   without optimizer state, so the progress checkpoint carries the one momentum still needed."""
   config = tiny_config("fge", members=3)
   trainer = _trainer(config, synthetic, synthetic.num_target_classes)
-  b = methods.Budget(num_members=3, steps_per_epoch=3, epochs=1.0, lr=0.05, fge_cycle_epochs=1)
+  b = methods.Budget(num_members=3, steps_per_epoch=3, epochs=1.0, lr=0.05, fge_cycle_epochs=1,
+                     fge_lr_1=0.05, fge_lr_2=1e-4)
   plan = methods.build_plan("fge", b)
   assert not plan[2].reset_optimizer
   pre = _pretrained(config, synthetic)
@@ -318,9 +321,7 @@ def test_fge_resumes_with_the_carried_momentum(synthetic, tmp_path):
   template = {**v, "opt_state": trainer.tx.init(v["params"])}
   # 3 steps of fine-tuning, a check after the phase, 1 step of cycle 1, the stop after it.
   with pytest.raises(resume.Interrupted, match="Stopped after phase 'fge_cycle_1'"):
-    train.run_plan(trainer, plan, synthetic.target_train, 8, pretrained=pre,
-                   checkpointer=resume.RunCheckpointer(str(tmp_path / "ck"), template),
-                   stop=_StopAfter(5))
+    train.run_plan(trainer, plan, synthetic.target_train, 8, pretrained=pre, checkpointer=resume.RunCheckpointer(str(tmp_path / "ck"), template), actions=train.Actions(stop=_StopAfter(5)))
   progress = resume.RunCheckpointer(str(tmp_path / "ck"), template).restore()
   assert (progress.phase, progress.step, progress.states) == (2, 0, None)
   assert sorted(progress.carried) == [1]  # member 0's momentum is needed by no later phase

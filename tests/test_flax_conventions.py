@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 
 from conftest import REPO, synthetic_transfer, tiny_config
-from starsse_jax import api, data as data_lib, inference, memory, members, models, report
+from starsse_jax import inputs, build, api, data as data_lib, inference, memory, members, models, report
 
 
 class FlaxNet(nn.Module):
@@ -150,15 +150,13 @@ def test_recomputed_statistics_of_batchnorm_and_dropout_equal_an_independent_com
       variances.append(h.var(axis=(0, 1, 2)))
     return np.mean(means, 0), np.mean(variances, 0)
 
-  got = inference.recompute_batch_stats(module, stacked["params"], stacked["batch_stats"], images,
-                                        mean, std, batch_size=6)
+  got = inference.recompute_batch_stats(inference.Network(module, mean, std), stacked["params"], stacked["batch_stats"], images, batch_size=6)
   for k, v in enumerate(vs):
     m, var = independent(v["params"]["Conv_0"])
     np.testing.assert_allclose(got["BatchNorm_0"]["mean"][k], m, rtol=1e-4, atol=1e-6)
     np.testing.assert_allclose(got["BatchNorm_0"]["var"][k], var, rtol=1e-4, atol=1e-6)
   soup = jax.tree.map(lambda a: a.mean(0, keepdims=True), stacked["params"])
-  got = inference.recompute_batch_stats(module, soup, members.take(stacked["batch_stats"], [0]),
-                                        images, mean, std, batch_size=6)
+  got = inference.recompute_batch_stats(inference.Network(module, mean, std), soup, members.take(stacked["batch_stats"], [0]), images, batch_size=6)
   m, var = independent(jax.tree.map(lambda a: a[0], soup["Conv_0"]))
   np.testing.assert_allclose(got["BatchNorm_0"]["mean"][0], m, rtol=1e-4, atol=1e-6)
   np.testing.assert_allclose(got["BatchNorm_0"]["var"][0], var, rtol=1e-4, atol=1e-6)
@@ -194,11 +192,11 @@ def test_a_flax_dropout_module_predicts_as_itself_and_mc_dropout_passes_differ()
   v = module.init(jax.random.key(0), np.zeros((1,) + data.image_shape, np.float32))
   stacked = members.stack([{"params": v["params"], "batch_stats": v["batch_stats"]}])
   images = data.target_test.images
-  plain = inference.predict(module, stacked, images, data.mean, data.std)
+  plain = inference.predict(inference.Network(module, data.mean, data.std), stacked, images)
   x = (jnp.asarray(images, jnp.float32) / 255.0 - data.mean) / data.std
   direct = jax.nn.softmax(module.apply(v, x, train=False))
   np.testing.assert_allclose(plain[0], direct, rtol=1e-5, atol=1e-6)
-  mc = inference.predict(module, stacked, images, data.mean, data.std, passes=2, seed=4)
+  mc = inference.predict(inference.Network(module, data.mean, data.std), stacked, images, passes=2, seed=4)
   assert mc.shape == (2,) + plain.shape[1:]
   assert not np.allclose(mc[0], mc[1])
 
@@ -295,7 +293,7 @@ def test_a_run_reports_images_per_class(tmp_path):
 def test_a_phase_above_the_memory_limit_stops_before_compiling(tmp_path):
   data = synthetic_transfer()
   config = tiny_config("local_de", members=4)
-  trainer = api.make_trainer(config, models.build_model(config.model, 3), data, config.finetune)
+  trainer = build.make_trainer(config, models.build_model(config.model, 3), data, config.finetune)
   one = memory.estimate(trainer, 1, 8, data.image_shape)
   four = memory.estimate(trainer, 4, 8, data.image_shape)
   assert four.state == 4 * one.state and four.step == 4 * one.step > 0
@@ -313,7 +311,7 @@ def test_a_phase_that_fits_logs_its_estimate(caplog):
   config = tiny_config("local_de", members=4)
   config.execution.memory_limit_mb = 10_000.0
   with caplog.at_level("INFO"):
-    api.check_memory(config, data, pretraining=True)
+    inputs.check_memory(config, data, pretraining=True)
   lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("Memory of")]
   assert len(lines) == 2 and "4 member(s) there" in lines[1] and "9.8 GB of execution.memory_limit_mb" in lines[1]
 

@@ -3,12 +3,12 @@ import numpy as np
 import pytest
 
 from conftest import tiny_config
-from starsse_jax import api, inference, members, metrics, models
+from starsse_jax import build, api, inference, members, metrics, models
 
 
 def _model_and_vars(config, data, seeds=(0, 1)):
   model = models.build_model(config.model, data.num_target_classes)
-  trainer = api.make_trainer(config, model, data, config.finetune)  # pylint: disable=protected-access
+  trainer = build.make_trainer(config, model, data, config.finetune)
   return model, members.stack([trainer.init_variables(s, data.image_shape) for s in seeds])
 
 
@@ -16,8 +16,8 @@ def test_predict_is_batch_size_independent_and_normalised(synthetic):
   config = tiny_config()
   model, variables = _model_and_vars(config, synthetic)
   images = synthetic.target_test.images
-  a = inference.predict(model, variables, images, synthetic.mean, synthetic.std, batch_size=7)
-  b = inference.predict(model, variables, images, synthetic.mean, synthetic.std, batch_size=64)
+  a = inference.predict(inference.Network(model, synthetic.mean, synthetic.std), variables, images, batch_size=7)
+  b = inference.predict(inference.Network(model, synthetic.mean, synthetic.std), variables, images, batch_size=64)
   assert a.shape == (2, len(images), synthetic.num_target_classes)
   np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
   np.testing.assert_allclose(a.sum(-1), 1.0, rtol=1e-5)
@@ -29,10 +29,8 @@ def test_recomputed_batch_stats_average_equal_batches(synthetic):
   model, variables = _model_and_vars(config, synthetic)
   images = synthetic.target_train.images  # 24 images
   garbage = jax.tree.map(lambda s: s + 100.0, variables["batch_stats"])
-  halves = inference.recompute_batch_stats(model, variables["params"], garbage, images,
-                                          synthetic.mean, synthetic.std, batch_size=12)
-  whole = inference.recompute_batch_stats(model, variables["params"], garbage, images,
-                                         synthetic.mean, synthetic.std, batch_size=24)
+  halves = inference.recompute_batch_stats(inference.Network(model, synthetic.mean, synthetic.std), variables["params"], garbage, images, batch_size=12)
+  whole = inference.recompute_batch_stats(inference.Network(model, synthetic.mean, synthetic.std), variables["params"], garbage, images, batch_size=24)
   np.testing.assert_allclose(halves["bn1"]["mean"], whole["bn1"]["mean"],
                              rtol=1e-5, atol=1e-6)
   # The garbage running statistics are gone entirely.
@@ -57,8 +55,7 @@ def test_soups_on_a_trained_ensemble(synthetic):
                uniform, ens.variables["params"])
   greedy = soups["greedy"]
   assert 1 <= len(greedy["members"]) <= 3 and len(set(greedy["members"])) == len(greedy["members"])
-  own = inference.predict(ens.model, ens.variables, synthetic.target_val.images, synthetic.mean,
-                         synthetic.std)
+  own = inference.predict(inference.Network(ens.model, synthetic.mean, synthetic.std), ens.variables, synthetic.target_val.images)
   best = int(np.argmax([metrics.accuracy(p, synthetic.target_val.labels) for p in own]))
   assert greedy["members"][0] == best
   results = api.evaluate(config, synthetic, ens)

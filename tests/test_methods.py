@@ -4,10 +4,16 @@ import pytest
 
 from starsse_jax import methods
 
+# The method settings these plans read (a Budget has no defaults of its own: the config's are the
+# only ones, and these tests fix theirs).
+SETTINGS = dict(lr_ratio=1.0, cycle_ratio=1.0, fge_cycle_epochs=2, fge_lr_1=0.05, fge_lr_2=1e-4,
+                swa_epochs=20.0, swa_lr=0.01, swa_lr_min=1e-4, swa_schedule="constant",
+                swa_start=0.0, swa_collect_every=1.0)
+
 
 def budget(k=5, **kw):
-  return methods.Budget(num_members=k, steps_per_epoch=10, epochs=3, lr=0.1, lr_ratio=0.5,
-                        cycle_ratio=2.0, **kw)
+  return methods.Budget(num_members=k, steps_per_epoch=10, epochs=3, lr=0.1,
+                        **{**SETTINGS, "lr_ratio": 0.5, "cycle_ratio": 2.0, **kw})
 
 
 def test_starsse_branches_all_start_from_member_one():
@@ -38,7 +44,7 @@ def test_deep_ensembles():
 
 
 def test_local_de_baseline_appends_a_local_de_of_equal_member_epochs():
-  one = methods.Budget(5, 10, 3, 0.1, cycle_ratio=1.0)
+  one = methods.Budget(5, 10, 3, 0.1, **SETTINGS)
   plan = methods.with_local_de_baseline(methods.build_plan("starsse", one))
   assert [p.name for p in plan] == ["finetune", "star_branches", methods.BASELINE_PHASE]
   extra = plan[-1]
@@ -49,7 +55,7 @@ def test_local_de_baseline_appends_a_local_de_of_equal_member_epochs():
   # StarSSE: E + 4 x 2E = 9E member-epochs at cycle_ratio 2 -> a Local DE of 9 members.
   plan = methods.with_local_de_baseline(methods.build_plan("starsse", budget()))
   assert plan[-1].num_members == 8
-  half = methods.Budget(5, 10, 3, 0.1, cycle_ratio=0.5)  # E + 4 x E/2 = 3E
+  half = methods.Budget(5, 10, 3, 0.1, **{**SETTINGS, "cycle_ratio": 0.5})  # E + 4 x E/2 = 3E
   assert methods.with_local_de_baseline(methods.build_plan("sse", half))[-1].num_members == 2
   for method in ("fge", "swa"):
     last = methods.with_local_de_baseline(methods.build_plan(method, one))[-1]

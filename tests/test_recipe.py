@@ -5,7 +5,7 @@ import numpy as np
 import optax
 import pytest
 
-from starsse_jax import methods, optimizers, regularizers, schedules
+from starsse_jax import augment, losses, methods, optimizers, schedules
 
 
 def test_warmup_cosine_per_epoch_matches_the_official_linear_warmup_cosine():
@@ -29,7 +29,7 @@ def test_warmup_cosine_without_warmup_is_the_cosine_cycle():
 
 def test_only_the_first_fine_tuning_warms_up_and_cycles_do_not():
   b = methods.Budget(num_members=3, steps_per_epoch=4, epochs=10, lr=1e-3, warmup_epochs=2,
-                     warmup_lr=1e-5, per_epoch=True)
+                     warmup_lr=1e-5, per_epoch=True, lr_ratio=1.0, cycle_ratio=1.0)
   plan = methods.build_plan("starsse", b)
   first = schedules.table(plan[0].schedules, plan[0].num_steps)[:, 0]
   cycle = schedules.table(plan[1].schedules, plan[1].num_steps)[:, 0]
@@ -81,11 +81,11 @@ def test_gradient_clipping_scales_to_the_global_norm():
 
 
 def test_label_smoothing_and_soft_cross_entropy():
-  t = regularizers.smooth_targets(jnp.asarray([2, 0]), 4, 0.1)
+  t = losses.smooth_targets(jnp.asarray([2, 0]), 4, 0.1)
   np.testing.assert_allclose(t, [[0.025, 0.025, 0.925, 0.025], [0.925, 0.025, 0.025, 0.025]],
                              rtol=1e-6)
   logits = jnp.asarray([[1.0, 2.0, 0.5, -1.0], [0.0, 0.3, 0.2, 0.1]])
-  hard = regularizers.soft_cross_entropy(logits, regularizers.smooth_targets(
+  hard = losses.soft_cross_entropy(logits, losses.smooth_targets(
       jnp.asarray([2, 0]), 4, 0.0))
   np.testing.assert_allclose(hard, optax.softmax_cross_entropy_with_integer_labels(
       logits, jnp.asarray([2, 0])).mean(), rtol=1e-6)
@@ -94,48 +94,48 @@ def test_label_smoothing_and_soft_cross_entropy():
 def test_mixup_mixes_images_and_labels_with_the_same_lambda():
   rng = np.random.default_rng(0)
   x = jnp.asarray(rng.normal(size=(4, 5, 5, 1)), jnp.float32)
-  targets = regularizers.smooth_targets(jnp.asarray([0, 1, 2, 1]), 3, 0.0)
-  reg = regularizers.Regularizers(mixup_alpha=0.8)
-  mixed, lam = regularizers.mix(jax.random.key(1), x, reg)
+  targets = losses.smooth_targets(jnp.asarray([0, 1, 2, 1]), 3, 0.0)
+  reg = augment.Augment(mixup_alpha=0.8)
+  mixed, lam = augment.mix(jax.random.key(1), x, reg)
   lam_from_images = (mixed - x[::-1]) / (x - x[::-1])
   np.testing.assert_allclose(lam_from_images, lam, rtol=1e-4)
-  np.testing.assert_allclose(regularizers.mix_targets(targets, lam),
+  np.testing.assert_allclose(losses.mix_targets(targets, lam),
                              lam * targets + (1 - lam) * targets[::-1], rtol=1e-6)
   assert 0 < float(lam) < 1
 
 
 def test_cutmix_pastes_a_box_whose_area_is_one_minus_lambda():
   x = jnp.zeros((2, 16, 16, 1)).at[1].set(1.0)  # image 0 black, image 1 white
-  reg = regularizers.Regularizers(cutmix_alpha=1.0)
+  reg = augment.Augment(cutmix_alpha=1.0)
   for seed in range(5):
-    mixed, lam = regularizers.mix(jax.random.key(seed), x, reg)
+    mixed, lam = augment.mix(jax.random.key(seed), x, reg)
     pasted = float(mixed[0].mean())  # image 0 received a box of image 1
     assert pasted == pytest.approx(1 - float(lam), abs=1e-6)
 
 
 def test_mix_prob_zero_leaves_the_batch_alone():
   x = jnp.asarray(np.random.default_rng(0).normal(size=(4, 3, 3, 1)), jnp.float32)
-  reg = regularizers.Regularizers(mixup_alpha=1.0, cutmix_alpha=1.0, mix_prob=0.0)
-  mixed, lam = regularizers.mix(jax.random.key(0), x, reg)
+  reg = augment.Augment(mixup_alpha=1.0, cutmix_alpha=1.0, mix_prob=0.0)
+  mixed, lam = augment.mix(jax.random.key(0), x, reg)
   np.testing.assert_array_equal(mixed, x)
   assert float(lam) == 1.0
 
 
 def test_random_erasing_fills_one_box_per_chosen_image():
   x = jnp.full((64, 20, 20, 3), 7.0)
-  out = np.asarray(regularizers.random_erase(jax.random.key(0), x, 1.0))
+  out = np.asarray(augment.random_erase(jax.random.key(0), x, 1.0))
   changed = np.any(out != 7.0, axis=-1)
   fractions = changed.mean(axis=(1, 2))
   assert np.all((fractions > 0.01) & (fractions < 0.4))
   for image in changed:  # a rectangle: its bounding box is all changed
     rows, cols = np.flatnonzero(image.any(1)), np.flatnonzero(image.any(0))
     assert image[rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1].all()
-  np.testing.assert_array_equal(regularizers.random_erase(jax.random.key(0), x, 0.0), x)
+  np.testing.assert_array_equal(augment.random_erase(jax.random.key(0), x, 0.0), x)
 
 
 # ------------------------------------------------------------------------------ RandAugment
 
-from starsse_jax import rand_augment as ra  # noqa: E402
+from starsse_jax import augment as ra  # noqa: E402
 
 FILL = jnp.asarray([124.0, 116.0, 104.0])
 

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from conftest import REPO, synthetic_transfer, tiny_config
-from starsse_jax import api, checkpoint, members, models, resume
+from starsse_jax import build, checkpoint, members, models, resume
 
 ARGS = ["--config=configs/tiny.py", "--config.model.width=4", "--config.num_members=3",
         "--config.data.target_train_per_class=10", "--config.data.target_val_per_class=4",
@@ -65,7 +65,7 @@ def _template(width):
   config.model.width = width
   data = synthetic_transfer()
   model = models.build_model(config.model, 3)
-  trainer = api.make_trainer(config, model, data, config.finetune)  # pylint: disable=protected-access
+  trainer = build.make_trainer(config, model, data, config.finetune)
   v = trainer.init_variables(0, data.image_shape)
   return {**v, "opt_state": trainer.tx.init(v["params"])}
 

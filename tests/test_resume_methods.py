@@ -56,7 +56,7 @@ SHARED_PRETRAINED = os.path.join(tempfile.gettempdir(), f"starsse-jax-test-pretr
 
 def _command(kind, workdir):
   if kind == "sweep":
-    return [sys.executable, "experiments/sweep.py", "--config=configs/sweep.py",
+    return [sys.executable, "projects/starsse_paper/sweep.py", "--config=configs/sweep.py",
             f"--workdir={workdir}", *TINY, *SWEEP]
   shared = [] if kind == "global_de" else [f"--config.pretrain.checkpoint_dir={SHARED_PRETRAINED}"]
   return [sys.executable, "-m", "starsse_jax.main", f"--config=configs/{kind}.py",

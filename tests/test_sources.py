@@ -8,7 +8,7 @@ import tensorflow_datasets as tfds
 from PIL import Image
 
 from conftest import FASHION_DIR, synthetic_transfer, tiny_config
-from starsse_jax import api, data, sources, train
+from starsse_jax import memory, build, api, data, sources, train
 from starsse_jax.sources import image_folder, tfds_source
 
 
@@ -145,7 +145,7 @@ def test_host_and_device_placement_train_identically():
   for placement in ("device", "host"):
     config.data.placement = placement
     model = api.models.build_model(config.model, d.num_target_classes)
-    trainer = api.make_trainer(config, model, d, config.finetune)  # pylint: disable=protected-access
+    trainer = build.make_trainer(config, model, d, config.finetune)
     start = api.members.stack([trainer.init_variables(s, d.image_shape) for s in (0, 1)])
     start["opt_state"] = jax.vmap(trainer.tx.init)(start["params"])
     result = train.run_phase(trainer, start, np.array([3, 4]), d.target_train, lrs, 8, "p")
@@ -154,7 +154,7 @@ def test_host_and_device_placement_train_identically():
 
 
 def test_fits_on_device_on_cpu_is_always_true():
-  assert data.fits_on_device(10 ** 15)
+  assert memory.fits_on_device(10 ** 15)
 
 
 def test_float_and_integer_images_say_which_range_was_assumed(caplog):

@@ -5,6 +5,7 @@ import ml_collections
 import pytest
 
 from conftest import synthetic_transfer, tiny_config
+from projects.starsse_paper import claims
 from starsse_jax import methods, resume, sweep
 
 
@@ -115,7 +116,7 @@ def test_a_finished_seed_is_found_whatever_the_other_seeds():
 def test_a_seeds_training_checkpoints_are_found_whatever_the_other_seeds():
   a, b = _tiny_sweep_config(), _tiny_sweep_config()
   b.sweep.seeds = (3, 0, 1)
-  fingerprint = lambda c, s: resume.fingerprint(sweep._seed_config(c, s).to_dict())  # pylint: disable=protected-access
+  fingerprint = lambda c, s: resume.fingerprint(sweep.seed_config(c, s).to_dict())  # pylint: disable=protected-access
   assert fingerprint(a, 0) == fingerprint(b, 0) != fingerprint(b, 1)
 
 
@@ -171,7 +172,7 @@ def test_summary_decides_each_claim_by_a_paired_interval():
                  greedy_soup_val_accuracy=0.9)
           # Best on test but not on validation: must not be chosen.
           + cell("starsse", 4.0, 1.0, 0.95, 0.20, val=0.80))
-  text = sweep.summarize(rows, threshold=0.1)
+  text = claims.summarize(rows, threshold=0.1)
   assert "1. Global DE beats Local DE: yes" in text
   assert "2. SSE with a large lr leaves the basin and degrades: yes" in text
   assert "3. StarSSE at a moderate lr beats Local DE: no" in text
@@ -182,17 +183,17 @@ def test_summary_decides_each_claim_by_a_paired_interval():
   # Differences that change sign across seeds leave a claim unresolved.
   rows = [dict(r, ensemble_accuracy=r["ensemble_accuracy"] + (0.05 if r["seed"] == 1 else -0.03),
                ensemble_cal_nll=0.3) if r["method"] == "global_de" else r for r in rows]
-  assert "1. Global DE beats Local DE: unresolved" in sweep.summarize(rows, threshold=0.1)
+  assert "1. Global DE beats Local DE: unresolved" in claims.summarize(rows, threshold=0.1)
   # Without soups (eval.soups False) there is no soup claim and no soup number.
   bare = [{k: v for k, v in r.items() if "soup" not in k} for r in rows]
-  text = sweep.summarize(bare, threshold=0.1)
+  text = claims.summarize(bare, threshold=0.1)
   assert "5. StarSSE soups" not in text and "nan" not in text
 
 
 def test_first_model_curve_scores_each_length_and_seed(tmp_path):
   import importlib.util  # pylint: disable=g-import-not-at-top
   import os  # pylint: disable=g-import-not-at-top
-  from starsse_jax import api, members, models  # pylint: disable=g-import-not-at-top
+  from starsse_jax import build, members, models  # pylint: disable=g-import-not-at-top
   path = os.path.join(os.path.dirname(os.path.dirname(__file__)), "experiments",
                       "first_model_curve.py")
   spec = importlib.util.spec_from_file_location("first_model_curve", path)
@@ -200,7 +201,7 @@ def test_first_model_curve_scores_each_length_and_seed(tmp_path):
   spec.loader.exec_module(curve)
   data, config = synthetic_transfer(), tiny_config(members=1)
   model = models.build_model(config.model, data.num_source_classes)
-  trainer = api.make_trainer(config, model, data, config.pretrain)  # pylint: disable=protected-access
+  trainer = build.make_trainer(config, model, data, config.pretrain)
   pre = members.stack([trainer.init_variables(0, data.image_shape)])
   rows = curve.curve_rows(config, data, pre, [1.0, 2.0], seeds=2)
   assert [(r["epochs"], r["seed"]) for r in rows] == [(1.0, 0), (1.0, 1), (2.0, 0), (2.0, 1)]
@@ -231,11 +232,11 @@ def test_gains_are_measured_against_each_seeds_own_best_member():
   with pytest.raises(ValueError, match="test-only"):
     sweep.gains(group, "val_", "picked")
   cells = {("starsse", 2.0, 0.5): group}
-  table = "\n".join(sweep._gain_table(cells, {"starsse": (2.0, 0.5)}))  # pylint: disable=protected-access
+  table = "\n".join(sweep.gain_table(cells, {"starsse": (2.0, 0.5)}))  # pylint: disable=protected-access
   # mean 0.02, sample std 0.01414: 1.4 times the spread; the chosen cell is starred
   assert ("| starsse (lr_ratio 2, cycle_ratio 0.5)* | -0.0100 | -0.0100 | +0.0200 +- 0.0141 (1.4x) "
           "| +0.0200 +- 0.0141 (1.4x) | +0.0300 | +0.0500 |") in table
   cells[("local_de_matched", None, 0.5)] = group[:1]
-  table = "\n".join(sweep._cell_table(cells))  # pylint: disable=protected-access
+  table = "\n".join(sweep.cell_table(cells))  # pylint: disable=protected-access
   assert "| starsse (lr_ratio 2, cycle_ratio 0.5) | 0.9550 +- 0.0071 | 0.1950 +- 0.0071 | " in table
   assert "| local_de_matched (cycle_ratio 0.5) | 0.9500 | 0.2000 | 0.9400 | 0.2300 | 0.9000 |" in table

@@ -3,13 +3,13 @@ import numpy as np
 import pytest
 
 from conftest import tiny_config
-from starsse_jax import api, members, methods, models, train
+from starsse_jax import build, api, members, methods, models, train
 
 
 def _trainer(config, data, classes, strategy="auto"):
   model = models.build_model(config.model, classes)
   config.execution.member_strategy = strategy
-  return api.make_trainer(config, model, data, config.finetune)  # pylint: disable=protected-access
+  return build.make_trainer(config, model, data, config.finetune)
 
 
 def _pretrained(config, data, n=1):
@@ -116,8 +116,7 @@ def test_nonfinite_loss_names_member_phase_and_step(synthetic):
   start["opt_state"] = jax.vmap(trainer.tx.init)(start["params"])
   table = np.array([[0.01, 1e30]] * 4, np.float32)
   with pytest.raises(train.NonFiniteLossError, match=r"member 6 in phase 'boom' at step \d"):
-    train.run_phase(trainer, start, np.array([1, 2]), synthetic.target_train, table, 8, "boom",
-                    member_ids=[5, 6], log_every=1)
+    train.run_phase(trainer, start, np.array([1, 2]), synthetic.target_train, table, 8, "boom", train.PhaseLoop(member_ids=[5, 6], actions=train.Actions(log_every=1)))
 
 
 def test_batch_larger_than_data_is_rejected(synthetic):
@@ -164,7 +163,7 @@ def test_bfloat16_compute_keeps_float32_state_and_tracks_float32(synthetic):
     ens = api.finetune(config, synthetic, pre)
     assert {x.dtype for x in jax.tree.leaves(ens.variables)} == {np.dtype("float32")}
     finals[dtype] = ens
-  probs = {d: api.predict_members(tiny_config(), synthetic, e.model, e.variables,  # pylint: disable=protected-access
+  probs = {d: build.predict_members(tiny_config(), synthetic, e.model, e.variables,
                            synthetic.target_test.images) for d, e in finals.items()}
   assert np.max(np.abs(probs["float32"] - probs["bfloat16"])) < 0.05
   for a, b in zip(jax.tree.leaves(finals["float32"].variables["params"]),
@@ -176,7 +175,7 @@ def test_training_and_evaluation_at_a_resized_resolution(synthetic):
   config = tiny_config("starsse", members=2)
   config.data.image_size = 16  # the synthetic images are 10 px
   model = models.build_model(config.model, synthetic.num_source_classes)
-  trainer = api.make_trainer(config, model, synthetic, config.pretrain)  # pylint: disable=protected-access
+  trainer = build.make_trainer(config, model, synthetic, config.pretrain)
   pre = members.stack([trainer.init_variables(0, synthetic.image_shape)])
   assert pre["params"]["conv1"]["kernel"].shape[-2] == 1
   ens = api.finetune(config, synthetic, pre)
@@ -191,8 +190,7 @@ def test_diverged_member_is_dropped_when_asked(synthetic):
   start = members.stack([trainer.init_variables(0, synthetic.image_shape)] * 2)
   start["opt_state"] = jax.vmap(trainer.tx.init)(start["params"])
   table = np.array([[0.01, 1e30]] * 6, np.float32)
-  result = train.run_phase(trainer, start, np.array([1, 2]), synthetic.target_train, table, 8,
-                           "boom", member_ids=[5, 6], log_every=1, drop_diverged=True)
+  result = train.run_phase(trainer, start, np.array([1, 2]), synthetic.target_train, table, 8, "boom", train.PhaseLoop(member_ids=[5, 6], actions=train.Actions(log_every=1, drop_diverged=True)))
   assert result.member_ids == [5]
   assert members.num_members(result.states) == 1 and result.lr_table.shape == (6, 1)
   assert all(np.all(np.isfinite(np.asarray(x))) for x in jax.tree.leaves(result.states["params"]))
@@ -209,11 +207,8 @@ def test_a_phase_cannot_start_from_a_dropped_member(synthetic):
                         (cosine(0.01, 6), cosine(1e30, 6)), 6),
           methods.Phase("from_dropped", (methods.Start("member", 1),), (cosine(0.01, 3),), 3)]
   with pytest.raises(ValueError, match="starts from member 1, which diverged and was dropped"):
-    train.run_plan(trainer, plan, synthetic.target_train, 8,
-                   pretrained=_pretrained(config, synthetic), log_every=1, drop_diverged=True)
-  ensemble, results = train.run_plan(trainer, plan[:1], synthetic.target_train, 8,
-                                     pretrained=_pretrained(config, synthetic), log_every=1,
-                                     drop_diverged=True)
+    train.run_plan(trainer, plan, synthetic.target_train, 8, pretrained=_pretrained(config, synthetic), actions=train.Actions(log_every=1, drop_diverged=True))
+  ensemble, results = train.run_plan(trainer, plan[:1], synthetic.target_train, 8, pretrained=_pretrained(config, synthetic), actions=train.Actions(log_every=1, drop_diverged=True))
   assert results[0].member_ids == [0] and members.num_members(ensemble) == 1
 
 
@@ -227,8 +222,8 @@ def test_a_large_phase_runs_as_groups_of_one_compiled_step_like_one_program(synt
   plan = methods.build_plan("local_de", _budget(11))
   assert members.group_size(11, "auto", "cpu") == 4 and members.group_size(10, "auto", "cpu") == 10
   runs = {}
-  for name, limit in (("grouped", members._MAX_ONE_PROGRAM), ("one", 11)):  # pylint: disable=protected-access
-    monkeypatch.setattr(members, "_MAX_ONE_PROGRAM", limit)
+  for name, limit in (("grouped", members.MAX_ONE_PROGRAM), ("one", 11)):  # pylint: disable=protected-access
+    monkeypatch.setattr(members, "MAX_ONE_PROGRAM", limit)
     trainer = _trainer(config, synthetic, synthetic.num_target_classes)
     runs[name], results = train.run_plan(trainer, plan, synthetic.target_train, 8,
                                          pretrained=pre)

@@ -4,7 +4,7 @@ import math
 import numpy as np
 import pytest
 
-from starsse_jax import metrics, uncertainty
+from starsse_jax import build, metrics, uncertainty
 
 
 def _two_class(a=3.0, q=0.75, n=400):
@@ -102,7 +102,7 @@ def test_evaluate_reports_calibration_dee_ood_and_selective_prediction(synthetic
   config = tiny_config("local_de", members=3)
   config.eval.ame_optimizer = "sgd"  # AME with step 1/i: the uniform soup, through the pipeline
   model = models.build_model(config.model, synthetic.num_source_classes)
-  trainer = api.make_trainer(config, model, synthetic, config.pretrain)  # pylint: disable=protected-access
+  trainer = build.make_trainer(config, model, synthetic, config.pretrain)
   pre = members.stack([trainer.init_variables(0, synthetic.image_shape)])
   data = dataclasses.replace(synthetic, ood=synthetic.source_train, ood_name="synthetic source")
   ens = api.finetune(config, data, pre)
@@ -146,7 +146,7 @@ def test_a_local_de_baseline_is_trained_and_reported_beside_the_method(synthetic
   config.eval.baseline = "local_de"
   config.finetune.cycle_ratio = 1.0  # equal compute: a Local DE of 3
   model = models.build_model(config.model, synthetic.num_source_classes)
-  trainer = api.make_trainer(config, model, synthetic, config.pretrain)  # pylint: disable=protected-access
+  trainer = build.make_trainer(config, model, synthetic, config.pretrain)
   pre = members.stack([trainer.init_variables(0, synthetic.image_shape)])
   ens = api.finetune(config, synthetic, pre)
   assert ens.member_names == ["finetune[0]", "star_branches[0]", "star_branches[1]"]

@@ -9,7 +9,7 @@ decay 0.1, 8 epochs at batch 256, 500 warm-up steps (0.1 epoch of ImageNet) then
 gradient clipping at 1.0, CLIP's input normalisation, 224 px. Its ingredients come from a random
 search (lr 1e-6..1e-4, label smoothing, mixup, RandAugment on or off); here every ingredient has
 the same recipe and its own seed (data order, augmentation, head); vary them with
-``experiments/sweep.py`` or by hand.
+``projects/starsse_paper/sweep.py`` or by hand.
 
 Weights: OpenAI's CLIP ViT-B/32 image tower in OpenAI's layout (``visual.*`` keys, the text tower
 ignored), or timm's ``vit_base_patch32_clip_quickgelu_224`` (timm layout), as ``.safetensors``,

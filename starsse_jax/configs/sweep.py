@@ -1,6 +1,6 @@
 """The paper's sweep on the embedded Fashion-MNIST transfer split, sized for a 2-core CPU.
 
-  python experiments/sweep.py --config=sweep --workdir=runs/sweep
+  python projects/starsse_paper/sweep.py --config=sweep --workdir=runs/sweep
 
 SSE and StarSSE at lr_ratio {0.25, 0.5, 1, 2, 4} and cycle_ratio 0.25, K = 5, against Local
 and Global DE (K = 5), seeds 0-4; five pre-trained checkpoints (Global DE) shared by all seeds,

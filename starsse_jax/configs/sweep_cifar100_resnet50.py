@@ -1,6 +1,6 @@
 """The paper's sweep in the paper's setting: CIFAR-100, ResNet-50 at 224 px, bf16, GPU or TPU.
 
-  python experiments/sweep.py --config=sweep_cifar100_resnet50 --workdir=runs/sweep100 \
+  python projects/starsse_paper/sweep.py --config=sweep_cifar100_resnet50 --workdir=runs/sweep100 \
       --config.data.tfds_data_dir=DIR [--config.pretrain.checkpoint_dir=CKPT]
 
 Data, model and fine-tuning protocol as ``configs/cifar100_resnet50.py`` (read its docstring for

@@ -1,7 +1,7 @@
 """The default setting over five seeds: StarSSE and SSE against Local and Global DE at equal K and
 at equal training compute, fine-tuned from the five shipped source networks.
 
-  python experiments/sweep.py --config=sweep_default --workdir=runs/sweep_default
+  python projects/starsse_paper/sweep.py --config=sweep_default --workdir=runs/sweep_default
 
 Everything is the default run's (``configs/starsse.py``: network, E, learning rate) but the
 target set and the cycle, pinned to the default's until 2026-12-02: 200 training and 200

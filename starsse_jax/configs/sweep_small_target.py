@@ -3,7 +3,7 @@ per class (500 in all, a fifth of the default's until 2026-12-02) and a validati
 per class, peaks of 1, 2 and 4 x lr over cycles of 0.5 and 1 x E, five seeds, beside the Local
 and Global DE of the same seeds.
 
-  python experiments/sweep.py --config=sweep_small_target --workdir=runs/small_target
+  python projects/starsse_paper/sweep.py --config=sweep_small_target --workdir=runs/small_target
 
 On 1,000 target images (``configs/sweep_starsse_settings.py``) no ensemble's accuracy gain over
 its best member stood clear of the seed spread, Deep Ensembles' included: the members were nearly

@@ -1,6 +1,6 @@
 """The default setting with a first model fine-tuned twice as long (E = 40), five seeds.
 
-  python experiments/sweep.py --config=sweep_small_target_e40 --workdir=runs/small_target_e40
+  python projects/starsse_paper/sweep.py --config=sweep_small_target_e40 --workdir=runs/small_target_e40
 
 ``configs/sweep_small_target.py``'s cell of the default (100 training and 500 validation images
 a class, StarSSE cycles of peak 2 x lr over 0.5 x E) at E = 40, where the first model's

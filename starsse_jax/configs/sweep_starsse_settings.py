@@ -2,7 +2,7 @@
 the validation slice: peaks of 1 and 2 x lr, cycles of 0.5 and 1 x E, three seeds, beside the
 Local and Global DE of the same seeds.
 
-  python experiments/sweep.py --config=sweep_starsse_settings --workdir=runs/starsse_settings
+  python projects/starsse_paper/sweep.py --config=sweep_starsse_settings --workdir=runs/starsse_settings
 
 The previous default setting (``configs/sweep_default.py``: peaks of 2-4 x lr over 0.25 x E) gives
 no StarSSE ensemble above its first model on validation; this sweep tries the other side, peaks that

@@ -44,7 +44,7 @@ def paper_config(pretraining: str, target: str, method: str):
   for key, value in PROTOCOLS[pretraining].items():
     setattr(c.finetune, key, value)
   c.finetune.batch_size = 256
-  c.finetune.lr_ratio = 1.0  # the middle of the paper's grid; sweep with experiments/sweep.py
+  c.finetune.lr_ratio = 1.0  # the middle of the paper's grid; sweep with projects/starsse_paper/sweep.py
   c.finetune.cycle_ratio = 1.0
   c.eval.batch_size = 500
   c.eval.bn_batch_size = 256

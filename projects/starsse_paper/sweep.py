@@ -1,10 +1,13 @@
 """The paper's sweep: SSE and StarSSE over lr_ratio x cycle_ratio against Local / Global DE.
 
-  python experiments/sweep.py --config=configs/sweep.py --workdir=runs/sweep
+  python projects/starsse_paper/sweep.py --config=configs/sweep.py --workdir=runs/sweep
   # the paper's setting, where CIFAR-100 is prepared for TFDS and a GPU/TPU is present:
-  python experiments/sweep.py --config=configs/sweep_cifar100_resnet50.py --workdir=runs/sweep100
+  python projects/starsse_paper/sweep.py --config=configs/sweep_cifar100_resnet50.py --workdir=runs/sweep100
 
-Writes sweep.csv, basin.csv, summary.md and sweep_*.png to the workdir and prints the summary.
+The grid runs as ``starsse_jax.sweep.run_sweep`` runs any grid of plans; this project adds the
+paper's summary (``claims``: best setting per method, basin barriers, the paper's claims with
+paired intervals) and figures (``plots``). Writes sweep.csv, basin.csv, summary.md and
+sweep_*.png to the workdir and prints the summary.
 Interrupting (Ctrl-C / SIGTERM) saves the progress; rerunning the same command resumes.
 """
 import os
@@ -14,8 +17,9 @@ import sys
 from absl import app, flags
 from ml_collections import config_flags
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 
+from projects.starsse_paper import claims  # noqa: E402
 from starsse_jax import cli, resume, sweep  # noqa: E402
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Path to a sweep config file.",
@@ -30,8 +34,10 @@ def main(argv):
     cli.fail("This config has no 'sweep' section; start from configs/sweep.py.")
   try:
     with resume.StopRequest() as stop:
-      out = sweep.run_sweep(config, _WORKDIR.value, stop=stop, command=" ".join(
-          shlex.quote(a) for a in ["python", "experiments/sweep.py"] + sys.argv[1:]))
+      command = " ".join(shlex.quote(a) for a in
+                         ["python", "projects/starsse_paper/sweep.py"] + sys.argv[1:])
+      out = sweep.run_sweep(config, _WORKDIR.value, stop=stop, command=command,
+                            outputs=claims.Paper())
   except resume.Interrupted as stopped:
     cli.stopped_cleanly(stopped)
     return 0
