@@ -140,10 +140,10 @@ def evaluate_seed(config, data: TransferData, model, variables, plan: methods.Sw
     labels = data.target_test.labels
     ens_cal_nll = cal_nll(ids)
     report_ = metrics.ensemble_report(test[ids], labels, c.eval.ece_bins)
-    ens = api.Ensemble(model, members.take(variables, ids), [str(i) for i in ids], [])
+    ens = evaluation.Ensemble(model, members.take(variables, ids), [str(i) for i in ids], [])
     val_acc = [metrics.accuracy(p, data.target_val.labels) for p in val[ids]]
     val_nll = [metrics.nll(p, data.target_val.labels) for p in val[ids]]
-    soups = api.make_soups(c, data, ens, val_acc) if c.eval.soups else {}
+    soups = evaluation.make_soups(c, data, ens, val_acc) if c.eval.soups else {}
     chosen = metrics.best_members(
         report_["members"], [{"accuracy": a, "nll": n} for a, n in zip(val_acc, val_nll)])
     first = members.take(params, ids[0])

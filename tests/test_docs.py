@@ -109,7 +109,10 @@ RULES = [
     Rule(r"python -m starsse_jax\.main --config=paper/supervised_cifar100:starsse .*"
          r"--config\.pretrain\.checkpoint=resnet50-0676ba61\.pth .*", "run", tuple(SHRINK),
          expect_error="resnet50-0676ba61.pth"),
-    Rule(r"python experiments/sweep\.py --config=sweep(_default|_starsse_settings|_small_target|_small_target_e40)? --workdir=\S+",
+    Rule(r"python -m starsse_jax\.main --config=starsse --workdir=runs/vit_pets .*"
+         r"--config\.pretrain\.checkpoint=vit_small_patch16_224\.safetensors .*", "run",
+         tuple(SHRINK), expect_error="vit_small_patch16_224.safetensors"),
+    Rule(r"python projects/starsse_paper/sweep\.py --config=sweep(_default|_starsse_settings|_small_target|_small_target_e40)? --workdir=\S+",
          "run", tuple(TINY + SWEEP)),
     Rule(r"python experiments/pretrain_sources\.py --workdir=\S+ --epochs=12 --seeds=5 "
          r"--export=starsse_jax/pretrained", "run", ("--epochs=0.01", "--seeds=2"),
@@ -117,7 +120,7 @@ RULES = [
     Rule(r"python experiments/first_model_curve\.py --config=configs/starsse\.py --workdir=\S+ "
          r"--epochs=10,20,40(,80)? --seeds=2", "run",
          (*TINY, "--config.pretrain.epochs=0.02", "--epochs=1", "--seeds=1")),
-    Rule(r"python experiments/sweep\.py --config=sweep_cifar100_resnet50 .*", "run",
+    Rule(r"python projects/starsse_paper/sweep\.py --config=sweep_cifar100_resnet50 .*", "run",
          tuple(TINY + SWEEP), expect_error="cifar100"),
     Rule(r"python experiments/compare\.py --workdir=\S+", "run",
          ("--seeds=0", "--methods=local_de", "--epochs=1", "--members=2",
