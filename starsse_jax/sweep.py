@@ -270,6 +270,14 @@ def seed_path(config, workdir: str, seed: int) -> str:
   (or split over processes by seed) reuses the seeds it has."""
   settings = config.to_dict()
   settings["sweep"] = {k: v for k, v in settings["sweep"].items() if k != "seeds"}
+  # Settings that cannot change a seed's numbers stay out of the name, so that adding one keeps
+  # the finished seeds: the memory check's limit, and the validation fraction, which the class
+  # split does not use (it draws its slices by count).
+  settings["execution"] = {k: v for k, v in settings["execution"].items()
+                           if k != "memory_limit_mb"}
+  if config.data.target in ("", "split"):
+    settings["data"] = {k: v for k, v in settings["data"].items()
+                        if k not in ("val_fraction", "val_min_per_class")}
   return os.path.join(workdir, f"seed_{seed}-{resume.fingerprint(settings, ())}.json")
 
 

@@ -90,7 +90,8 @@ def test_swa_member_is_the_mean_of_the_collected_weights_with_its_own_batchnorm(
   swa = members.take(ensemble, [1])
   jax.tree.map(lambda a, e: np.testing.assert_allclose(a, e, rtol=1e-5, atol=1e-6),
                swa["params"], expected)
-  stats = inference.recompute_batch_stats(inference.Network(trainer.model, trainer.mean, trainer.std), swa["params"], swa["batch_stats"], split.images, batch_size=batch)
+  stats = inference.recompute_batch_stats(trainer.network, swa["params"], swa["batch_stats"],
+                                          split.images, batch_size=batch)
   _assert_trees_equal(swa["batch_stats"], stats)
   assert "average" not in ensemble
 

@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 
 from conftest import REPO, synthetic_transfer, tiny_config
-from starsse_jax import inputs, build, api, data as data_lib, inference, memory, members, models, report
+from starsse_jax import api, build, evaluation, inputs, data as data_lib, inference, memory, members, models, report
 
 
 class FlaxNet(nn.Module):
@@ -227,12 +227,12 @@ def test_a_failed_evaluation_keeps_the_training_and_the_rerun_evaluates_only(tmp
   def broken(*args, **kwargs):
     raise RuntimeError("injected evaluation failure")
 
-  original = api.make_soups
-  monkeypatch.setattr(api, "make_soups", broken)
+  original = evaluation.make_soups
+  monkeypatch.setattr(evaluation, "make_soups", broken)
   with pytest.raises(RuntimeError, match="injected"):
     api.run(_config("starsse"), str(tmp_path / "w"), data=data, model=module, variables=variables)
   assert not os.path.exists(tmp_path / "w" / "results.json")
-  monkeypatch.setattr(api, "make_soups", original)
+  monkeypatch.setattr(evaluation, "make_soups", original)
   trained = []
   real_phase = api.train.run_phase
   monkeypatch.setattr(api.train, "run_phase",

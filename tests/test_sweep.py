@@ -66,7 +66,8 @@ def _tiny_sweep_config():
 
 def test_reduced_sweep_writes_every_cell_with_finite_numbers(tmp_path, monkeypatch):
   config = _tiny_sweep_config()
-  out = sweep.run_sweep(config, str(tmp_path), data=synthetic_transfer())
+  out = sweep.run_sweep(config, str(tmp_path), data=synthetic_transfer(),
+                        outputs=claims.Paper())
   with open(tmp_path / "sweep.csv") as f:
     rows = list(csv.DictReader(f))
   cells = {(r["method"], r["lr_ratio"], r["cycle_ratio"]) for r in rows}
@@ -102,6 +103,9 @@ def test_reduced_sweep_writes_every_cell_with_finite_numbers(tmp_path, monkeypat
   again = sweep.run_sweep(config, str(tmp_path), data=synthetic_transfer())
   assert [r["ensemble_accuracy"] for r in again["rows"]] == [
       r["ensemble_accuracy"] for r in out["rows"]]
+  # Without the paper's outputs, the library's own summary: every cell and its gains, no claims.
+  assert "Every cell" in again["summary"] and "Ensemble gain" in again["summary"]
+  assert "Claims of the paper" not in again["summary"]
 
 
 def test_a_finished_seed_is_found_whatever_the_other_seeds():
@@ -240,3 +244,18 @@ def test_gains_are_measured_against_each_seeds_own_best_member():
   table = "\n".join(sweep.cell_table(cells))  # pylint: disable=protected-access
   assert "| starsse (lr_ratio 2, cycle_ratio 0.5) | 0.9550 +- 0.0071 | 0.1950 +- 0.0071 | " in table
   assert "| local_de_matched (cycle_ratio 0.5) | 0.9500 | 0.2000 | 0.9400 | 0.2300 | 0.9000 |" in table
+
+
+@pytest.mark.parametrize("name,folder", [
+    ("sweep_small_target", "small_target"), ("sweep_small_target_e40", "small_target/e40"),
+    ("sweep_starsse_settings", "starsse_settings"), ("sweep_default", "sweep_default")])
+def test_the_committed_seed_files_are_found_again(name, folder):
+  """A sweep rerun over its committed results reuses every seed: settings added later that
+  cannot change a seed's numbers do not rename its file."""
+  import os  # pylint: disable=g-import-not-at-top
+  from starsse_jax import configs  # pylint: disable=g-import-not-at-top
+  config = configs.load(name)
+  directory = os.path.join(os.path.dirname(os.path.dirname(__file__)), "experiments", "results",
+                           folder)
+  for seed in config.sweep.seeds:
+    assert os.path.exists(sweep.seed_path(config, directory, seed)), seed
