@@ -76,7 +76,8 @@ def measure(config_name: str, every: int, members_: int = 0, width: int = 0) -> 
     if hasattr(self, "wait"):  # let a background write finish before counting its files
       self.wait()
     after = _files(self.directory)
-    changed = sum(size for path, (size, mtime) in after.items() if before.get(path) != (size, mtime))
+    changed = sum(size for path, (size, mtime) in after.items() if before.get(path) != (size,
+                                                                                        mtime))
     saves.append({"phase": progress.phase, "step": progress.step, "bytes": changed,
                   "finished": 0 if progress.ensemble is None else
                   members.num_members(progress.ensemble), "blocking_s": blocking})

@@ -32,7 +32,7 @@ def one(k: int, mode: str, steps: int, batch: int, width: int = 0) -> dict:
   from starsse_jax import build, configlib, members, models, train  # pylint: disable=g-import-not-at-top
   from starsse_jax.sources.common import Split  # pylint: disable=g-import-not-at-top
   if mode == "one":
-    members.MAX_ONE_PROGRAM = 10 ** 6  # pylint: disable=protected-access
+    members.MAX_ONE_PROGRAM = 10 ** 6
   config = configlib.base_config()
   if width:
     config.model.width = width
@@ -46,7 +46,8 @@ def one(k: int, mode: str, steps: int, batch: int, width: int = 0) -> dict:
   states = members.stack([trainer.init_variables(s, (28, 28, 1)) for s in range(k)])
   states["opt_state"] = jax.vmap(trainer.tx.init)(states["params"])
   table = np.full((steps, k), 0.01, np.float32)
-  result = train.run_phase(trainer, states, np.arange(k), split, table, batch, "bench", train.PhaseLoop(actions=train.Actions(log_every=10 ** 6)))
+  result = train.run_phase(trainer, states, np.arange(k), split, table, batch, "bench",
+                           train.PhaseLoop(actions=train.Actions(log_every=10 ** 6)))
   steady = (result.seconds - result.first_step_seconds) / (steps - 1)
   return {"first_step_s": result.first_step_seconds, "member_img_s": k * batch / steady,
           "groups": -(-k // members.group_size(k, trainer.strategy)) if mode == "groups" else 1}

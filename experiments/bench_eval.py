@@ -47,7 +47,9 @@ def worker(out: str, config_name: str, k: int, repeats: int, coordinator: str = 
 
   def evaluate():
     probs = [build.predict_members(config, data, model, variables, images) for images in sets]
-    inference.recompute_batch_stats(inference.Network(model, data.mean, data.std), variables["params"], variables["batch_stats"], data.target_train.images, batch_size=config.eval.bn_batch_size)
+    inference.recompute_batch_stats(inference.Network(model, data.mean, data.std),
+                                    variables["params"], variables["batch_stats"],
+                                    data.target_train.images, batch_size=config.eval.bn_batch_size)
     return probs
 
   start = time.perf_counter()

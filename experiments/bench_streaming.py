@@ -77,7 +77,8 @@ def main() -> None:
     start = members.stack([trainer.init_variables(s, d.image_shape) for s in range(k)])
     start["opt_state"] = jax.vmap(trainer.tx.init)(start["params"])
     lrs = np.full((args.steps, k), config.finetune.lr, np.float32)
-    result = train.run_phase(trainer, start, np.arange(k), d.source_train, lrs, b, name, train.PhaseLoop(actions=train.Actions(log_every=args.steps)))
+    result = train.run_phase(trainer, start, np.arange(k), d.source_train, lrs, b, name,
+                             train.PhaseLoop(actions=train.Actions(log_every=args.steps)))
     params[name] = result.states["params"]
     speed[name] = (args.steps - 1) / (result.seconds - result.first_step_seconds)
   same = all(jax.tree.leaves(jax.tree.map(lambda a, c: bool((a == c).all()), params["memory"],

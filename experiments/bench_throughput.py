@@ -158,10 +158,12 @@ def bench_epoch(model_name: str, k: int, strategy: str, batch: int, size: int, s
                          rng.integers(0, 10, n).astype(np.int32))
   table = np.full((steps, k), 0.01, np.float32)
   seeds = np.arange(k)
-  box = {"states": train.run_phase(trainer, states, seeds, split, table[:3], batch, "warmup", train.PhaseLoop(actions=train.Actions(log_every=10**9))).states}
+  box = {"states": train.run_phase(trainer, states, seeds, split, table[:3], batch, "warmup",
+                                   train.PhaseLoop(actions=train.Actions(log_every=10**9))).states}
 
   def epoch():
-    result = train.run_phase(trainer, box["states"], seeds, split, table, batch, "epoch", train.PhaseLoop(actions=train.Actions(log_every=10**9)))
+    result = train.run_phase(trainer, box["states"], seeds, split, table, batch, "epoch",
+                             train.PhaseLoop(actions=train.Actions(log_every=10**9)))
     box["states"] = jax.block_until_ready(result.states)
 
   return _median_rate(epoch, k * batch * steps, repeats)

@@ -51,7 +51,8 @@ def pretrain_config(epochs: float, seeds: int):
 
 def evaluate(config, data, variables, val) -> list[dict]:
   model = models.build_model(config.model, data.num_source_classes)
-  probs = inference.predict(inference.Network(model, data.mean, data.std), variables, val.images, batch_size=config.eval.batch_size)
+  probs = inference.predict(inference.Network(model, data.mean, data.std), variables, val.images,
+                            batch_size=config.eval.batch_size)
   return [{"val_accuracy": metrics.accuracy(p, val.labels), "val_nll": metrics.nll(p, val.labels)}
           for p in probs]
 

@@ -65,7 +65,8 @@ def load_dataset(data_config, spec: str | None = None) -> dict[str, Split]:
     spec = f"tfds:{spec}"
   return sources.read(spec, data_config.get("stored_size", 0),
                       default_location=data_config.fashion_mnist_dir,
-                      data_dir=data_config.tfds_data_dir, cache_dir=data_config.get("cache_dir", ""),
+                      data_dir=data_config.tfds_data_dir, cache_dir=data_config.get("cache_dir",
+                                                                                    ""),
                       host_memory_mb=data_config.get("host_memory_mb", 0))
 
 

@@ -296,7 +296,8 @@ def basin_report(config, data: TransferData, ens: Ensemble,
   rows = []
   for k in range(ens.num_members):
     member = members.take(params, k)
-    source = members.take(pretrained["params"], k if methods.get(config.method).checkpoint_per_member else 0)
+    source = members.take(pretrained["params"],
+                          k if methods.get(config.method).checkpoint_per_member else 0)
     row = {"member": ens.member_names[k],
            "l2_to_pretrained": basin.l2_distance(body(member), body(source)),
            "l2_to_first": basin.l2_distance(member, first),

@@ -111,7 +111,8 @@ def evaluate(variables: dict[str, Any], predict: Callable, recompute: Callable, 
              settings: Settings = Settings()):
   """Round-to-nearest and low-precision ensembles of every bit width in ``settings.bits``.
 
-  ``variables``: stacked ``{'params', 'batch_stats'}`` members (K >= 1). ``predict(variables, images)`` gives
+  ``variables``: stacked ``{'params', 'batch_stats'}`` members (K >= 1). ``predict(variables,
+                                                                                   images)`` gives
   ``[K', N, C]`` probabilities of stacked variables; ``recompute(params, batch_stats)`` their
   BatchNorm statistics on training data. ``test``/``val``: (images, labels). Member 0 gives the
   round-to-nearest model and the LPE of ``samples`` draws; with K > 1, ``plus_lpe`` is every

@@ -59,11 +59,14 @@ def main(out, *joining):
   fixed = members.stack([build.make_trainer(config, model, data, config.finetune)
                          .init_variables(200 + i, data.image_shape) for i in range(3)])
   test = data.target_test
-  probs = inference.predict(inference.Network(model, data.mean, data.std), fixed, test.images, batch_size=9)
+  probs = inference.predict(inference.Network(model, data.mean, data.std), fixed, test.images,
+                            batch_size=9)
   arrays["eval_probs"] = probs
   arrays["eval_metrics"] = np.asarray([metrics.accuracy(probs.mean(0), test.labels),
                                        metrics.nll(probs.mean(0), test.labels)])
-  stats = inference.recompute_batch_stats(inference.Network(model, data.mean, data.std), fixed["params"], fixed["batch_stats"], data.target_train.images, batch_size=5)
+  stats = inference.recompute_batch_stats(inference.Network(model, data.mean, data.std),
+                                          fixed["params"], fixed["batch_stats"],
+                                          data.target_train.images, batch_size=5)
   for i, leaf in enumerate(jax.tree.leaves(stats)):
     arrays[f"eval_stats_{i:04d}"] = np.asarray(leaf)
   if distributed.is_writer():

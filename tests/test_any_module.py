@@ -144,7 +144,10 @@ def test_generic_batchnorm_recompute_equals_the_momentum_zero_one():
   v = module.init(jax.random.key(0), x)
   params = jax.tree.map(lambda a: a[None], v["params"])
   stats = jax.tree.map(lambda a: a[None], v["batch_stats"])
-  got = inference.recompute_batch_stats(inference.Network(module, np.zeros(1, np.float32), np.ones(1, np.float32)), params, stats, (x * 50 + 100).astype(np.uint8), batch_size=6)
+  got = inference.recompute_batch_stats(inference.Network(module, np.zeros(1, np.float32),
+                                                          np.ones(1, np.float32)), params, stats,
+                                                          (x * 50 + 100).astype(np.uint8),
+                                                          batch_size=6)
   # Independent: the statistics of the stem's output, batch by batch, averaged.
   xs = (x * 50 + 100).astype(np.uint8).astype(np.float32) / 255.0
   stem = nn.Conv(8, (3, 3), strides=2)

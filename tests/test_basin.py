@@ -34,7 +34,8 @@ def test_interpolation_curve_on_a_real_model(synthetic):
   trainer = build.make_trainer(config, model, synthetic, config.finetune)
   a, b = (trainer.init_variables(s, synthetic.image_shape) for s in (0, 1))
   net = inference.Network(model, synthetic.mean, synthetic.std)
-  data = (synthetic.target_train.images, (synthetic.target_test.images, synthetic.target_test.labels))
+  data = (synthetic.target_train.images, (synthetic.target_test.images,
+                                          synthetic.target_test.labels))
   settings = basin.CurveSettings(bn_batch_size=8)
   curve = basin.interpolation_curve(net, a["params"], b["params"], a["batch_stats"], *data,
                                     settings)
@@ -48,8 +49,11 @@ def test_interpolation_curve_on_a_real_model(synthetic):
   assert flat["barrier"] == pytest.approx(0.0, abs=1e-5) and not flat["left_basin"]
   # The curve's first point is network a on its own, with statistics recomputed the same way.
   one = members.stack([a["params"]])
-  stats = inference.recompute_batch_stats(inference.Network(model, synthetic.mean, synthetic.std), one, members.stack([a["batch_stats"]]), synthetic.target_train.images, batch_size=8)
-  probs = inference.predict(inference.Network(model, synthetic.mean, synthetic.std), {"params": one, "batch_stats": stats}, synthetic.target_test.images)
+  stats = inference.recompute_batch_stats(inference.Network(model, synthetic.mean, synthetic.std),
+                                          one, members.stack([a["batch_stats"]]),
+                                          synthetic.target_train.images, batch_size=8)
+  probs = inference.predict(inference.Network(model, synthetic.mean, synthetic.std),
+                            {"params": one, "batch_stats": stats}, synthetic.target_test.images)
   assert curve["nll"][0] == pytest.approx(metrics.nll(probs[0], synthetic.target_test.labels),
                                           rel=1e-5)
   with pytest.raises(ValueError, match="at least 2 points"):

@@ -91,7 +91,8 @@ def test_global_de_needs_a_checkpoint_per_member():
   configlib.validate(config)
 
 
-@pytest.mark.parametrize("path", sorted(glob.glob(os.path.join(REPO, "configs", "paper", "[bs]*.py"))))
+@pytest.mark.parametrize("path", sorted(glob.glob(os.path.join(REPO, "configs", "paper",
+                                                               "[bs]*.py"))))
 def test_paper_configs_validate_for_every_method_once_given_weights(path, tmp_path):
   module = _load(path)
   assert f"python -m starsse_jax.main --config=paper/{os.path.basename(path)[:-3]}:starsse" \

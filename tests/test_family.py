@@ -124,7 +124,8 @@ def test_swa_resumes_mid_average_exactly(synthetic, tmp_path):
   ck = resume.RunCheckpointer(str(tmp_path / "ck"), {**v, "opt_state": trainer.tx.init(
       v["params"])})
   with pytest.raises(resume.Interrupted):  # 3 steps of fine-tuning, then 2 of the SWA phase
-    train.run_plan(trainer, plan, synthetic.target_train, 8, pretrained=pre, checkpointer=ck, actions=train.Actions(stop=_StopAfter(5)))
+    train.run_plan(trainer, plan, synthetic.target_train, 8, pretrained=pre, checkpointer=ck,
+                   actions=train.Actions(stop=_StopAfter(5)))
   assert ck.restore().phase == 1 and ck.restore().step == 2
   resumed, _ = train.run_plan(trainer, plan, synthetic.target_train, 8, pretrained=pre,
                               checkpointer=ck)
@@ -322,7 +323,9 @@ def test_fge_resumes_with_the_carried_momentum(synthetic, tmp_path):
   template = {**v, "opt_state": trainer.tx.init(v["params"])}
   # 3 steps of fine-tuning, a check after the phase, 1 step of cycle 1, the stop after it.
   with pytest.raises(resume.Interrupted, match="Stopped after phase 'fge_cycle_1'"):
-    train.run_plan(trainer, plan, synthetic.target_train, 8, pretrained=pre, checkpointer=resume.RunCheckpointer(str(tmp_path / "ck"), template), actions=train.Actions(stop=_StopAfter(5)))
+    train.run_plan(trainer, plan, synthetic.target_train, 8, pretrained=pre,
+                   checkpointer=resume.RunCheckpointer(str(tmp_path / "ck"), template),
+                   actions=train.Actions(stop=_StopAfter(5)))
   progress = resume.RunCheckpointer(str(tmp_path / "ck"), template).restore()
   assert (progress.phase, progress.step, progress.states) == (2, 0, None)
   assert sorted(progress.carried) == [1]  # member 0's momentum is needed by no later phase

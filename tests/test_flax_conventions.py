@@ -150,13 +150,16 @@ def test_recomputed_statistics_of_batchnorm_and_dropout_equal_an_independent_com
       variances.append(h.var(axis=(0, 1, 2)))
     return np.mean(means, 0), np.mean(variances, 0)
 
-  got = inference.recompute_batch_stats(inference.Network(module, mean, std), stacked["params"], stacked["batch_stats"], images, batch_size=6)
+  got = inference.recompute_batch_stats(inference.Network(module, mean, std), stacked["params"],
+                                        stacked["batch_stats"], images, batch_size=6)
   for k, v in enumerate(vs):
     m, var = independent(v["params"]["Conv_0"])
     np.testing.assert_allclose(got["BatchNorm_0"]["mean"][k], m, rtol=1e-4, atol=1e-6)
     np.testing.assert_allclose(got["BatchNorm_0"]["var"][k], var, rtol=1e-4, atol=1e-6)
   soup = jax.tree.map(lambda a: a.mean(0, keepdims=True), stacked["params"])
-  got = inference.recompute_batch_stats(inference.Network(module, mean, std), soup, members.take(stacked["batch_stats"], [0]), images, batch_size=6)
+  got = inference.recompute_batch_stats(inference.Network(module, mean, std), soup,
+                                        members.take(stacked["batch_stats"], [0]), images,
+                                        batch_size=6)
   m, var = independent(jax.tree.map(lambda a: a[0], soup["Conv_0"]))
   np.testing.assert_allclose(got["BatchNorm_0"]["mean"][0], m, rtol=1e-4, atol=1e-6)
   np.testing.assert_allclose(got["BatchNorm_0"]["var"][0], var, rtol=1e-4, atol=1e-6)
@@ -196,7 +199,8 @@ def test_a_flax_dropout_module_predicts_as_itself_and_mc_dropout_passes_differ()
   x = (jnp.asarray(images, jnp.float32) / 255.0 - data.mean) / data.std
   direct = jax.nn.softmax(module.apply(v, x, train=False))
   np.testing.assert_allclose(plain[0], direct, rtol=1e-5, atol=1e-6)
-  mc = inference.predict(inference.Network(module, data.mean, data.std), stacked, images, passes=2, seed=4)
+  mc = inference.predict(inference.Network(module, data.mean, data.std), stacked, images, passes=2,
+                         seed=4)
   assert mc.shape == (2,) + plain.shape[1:]
   assert not np.allclose(mc[0], mc[1])
 

@@ -16,8 +16,9 @@ def test_predict_is_batch_size_independent_and_normalised(synthetic):
   config = tiny_config()
   model, variables = _model_and_vars(config, synthetic)
   images = synthetic.target_test.images
-  a = inference.predict(inference.Network(model, synthetic.mean, synthetic.std), variables, images, batch_size=7)
-  b = inference.predict(inference.Network(model, synthetic.mean, synthetic.std), variables, images, batch_size=64)
+  net = inference.Network(model, synthetic.mean, synthetic.std)
+  a = inference.predict(net, variables, images, batch_size=7)
+  b = inference.predict(net, variables, images, batch_size=64)
   assert a.shape == (2, len(images), synthetic.num_target_classes)
   np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
   np.testing.assert_allclose(a.sum(-1), 1.0, rtol=1e-5)
@@ -29,8 +30,9 @@ def test_recomputed_batch_stats_average_equal_batches(synthetic):
   model, variables = _model_and_vars(config, synthetic)
   images = synthetic.target_train.images  # 24 images
   garbage = jax.tree.map(lambda s: s + 100.0, variables["batch_stats"])
-  halves = inference.recompute_batch_stats(inference.Network(model, synthetic.mean, synthetic.std), variables["params"], garbage, images, batch_size=12)
-  whole = inference.recompute_batch_stats(inference.Network(model, synthetic.mean, synthetic.std), variables["params"], garbage, images, batch_size=24)
+  net = inference.Network(model, synthetic.mean, synthetic.std)
+  halves = inference.recompute_batch_stats(net, variables["params"], garbage, images, batch_size=12)
+  whole = inference.recompute_batch_stats(net, variables["params"], garbage, images, batch_size=24)
   np.testing.assert_allclose(halves["bn1"]["mean"], whole["bn1"]["mean"],
                              rtol=1e-5, atol=1e-6)
   # The garbage running statistics are gone entirely.
@@ -55,7 +57,8 @@ def test_soups_on_a_trained_ensemble(synthetic):
                uniform, ens.variables["params"])
   greedy = soups["greedy"]
   assert 1 <= len(greedy["members"]) <= 3 and len(set(greedy["members"])) == len(greedy["members"])
-  own = inference.predict(inference.Network(ens.model, synthetic.mean, synthetic.std), ens.variables, synthetic.target_val.images)
+  own = inference.predict(inference.Network(ens.model, synthetic.mean, synthetic.std),
+                          ens.variables, synthetic.target_val.images)
   best = int(np.argmax([metrics.accuracy(p, synthetic.target_val.labels) for p in own]))
   assert greedy["members"][0] == best
   results = api.evaluate(config, synthetic, ens)

@@ -51,7 +51,8 @@ SWEEP = ["--config.num_members=2", "--config.pretrain.num_checkpoints=2",
 # Pre-training is the same for the methods that need one checkpoint: made by the first run of
 # the module, reused by the others (Global DE and the sweep pre-train their own, and are killed
 # there too).
-SHARED_PRETRAINED = os.path.join(tempfile.gettempdir(), f"starsse-jax-test-pretrained-{os.getpid()}")
+SHARED_PRETRAINED = os.path.join(tempfile.gettempdir(),
+                                 f"starsse-jax-test-pretrained-{os.getpid()}")
 
 
 def _command(kind, workdir):

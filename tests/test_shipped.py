@@ -30,7 +30,8 @@ def test_each_shipped_network_has_its_recorded_source_validation_metrics():
   for path, recorded in zip(files, RECORD["networks"]):
     variables = weights.load(path, model)
     assert all(x.dtype == np.float32 for x in jax.tree.leaves(variables))
-    probs = inference.predict(inference.Network(model, RECORD["input_mean"], RECORD["input_std"]), members.stack([variables]), val.images)[0]
+    probs = inference.predict(inference.Network(model, RECORD["input_mean"], RECORD["input_std"]),
+                              members.stack([variables]), val.images)[0]
     assert abs(metrics.accuracy(probs, val.labels) - recorded["val_accuracy"]) <= spread[
         "val_accuracy"], path
     assert abs(metrics.nll(probs, val.labels) - recorded["val_nll"]) <= spread["val_nll"], path

@@ -120,7 +120,7 @@ def test_a_finished_seed_is_found_whatever_the_other_seeds():
 def test_a_seeds_training_checkpoints_are_found_whatever_the_other_seeds():
   a, b = _tiny_sweep_config(), _tiny_sweep_config()
   b.sweep.seeds = (3, 0, 1)
-  fingerprint = lambda c, s: resume.fingerprint(sweep.seed_config(c, s).to_dict())  # pylint: disable=protected-access
+  fingerprint = lambda c, s: resume.fingerprint(sweep.seed_config(c, s).to_dict())
   assert fingerprint(a, 0) == fingerprint(b, 0) != fingerprint(b, 1)
 
 
@@ -236,12 +236,12 @@ def test_gains_are_measured_against_each_seeds_own_best_member():
   with pytest.raises(ValueError, match="test-only"):
     sweep.gains(group, "val_", "picked")
   cells = {("starsse", 2.0, 0.5): group}
-  table = "\n".join(sweep.gain_table(cells, {"starsse": (2.0, 0.5)}))  # pylint: disable=protected-access
+  table = "\n".join(sweep.gain_table(cells, {"starsse": (2.0, 0.5)}))
   # mean 0.02, sample std 0.01414: 1.4 times the spread; the chosen cell is starred
   assert ("| starsse (lr_ratio 2, cycle_ratio 0.5)* | -0.0100 | -0.0100 | +0.0200 +- 0.0141 (1.4x) "
           "| +0.0200 +- 0.0141 (1.4x) | +0.0300 | +0.0500 |") in table
   cells[("local_de_matched", None, 0.5)] = group[:1]
-  table = "\n".join(sweep.cell_table(cells))  # pylint: disable=protected-access
+  table = "\n".join(sweep.cell_table(cells))
   assert "| starsse (lr_ratio 2, cycle_ratio 0.5) | 0.9550 +- 0.0071 | 0.1950 +- 0.0071 | " in table
   assert "| local_de_matched (cycle_ratio 0.5) | 0.9500 | 0.2000 | 0.9400 | 0.2300 | 0.9000 |" in table
 

@@ -116,7 +116,8 @@ def test_nonfinite_loss_names_member_phase_and_step(synthetic):
   start["opt_state"] = jax.vmap(trainer.tx.init)(start["params"])
   table = np.array([[0.01, 1e30]] * 4, np.float32)
   with pytest.raises(train.NonFiniteLossError, match=r"member 6 in phase 'boom' at step \d"):
-    train.run_phase(trainer, start, np.array([1, 2]), synthetic.target_train, table, 8, "boom", train.PhaseLoop(member_ids=[5, 6], actions=train.Actions(log_every=1)))
+    train.run_phase(trainer, start, np.array([1, 2]), synthetic.target_train, table, 8, "boom",
+                    train.PhaseLoop(member_ids=[5, 6], actions=train.Actions(log_every=1)))
 
 
 def test_batch_larger_than_data_is_rejected(synthetic):
@@ -190,7 +191,9 @@ def test_diverged_member_is_dropped_when_asked(synthetic):
   start = members.stack([trainer.init_variables(0, synthetic.image_shape)] * 2)
   start["opt_state"] = jax.vmap(trainer.tx.init)(start["params"])
   table = np.array([[0.01, 1e30]] * 6, np.float32)
-  result = train.run_phase(trainer, start, np.array([1, 2]), synthetic.target_train, table, 8, "boom", train.PhaseLoop(member_ids=[5, 6], actions=train.Actions(log_every=1, drop_diverged=True)))
+  dropping = train.Actions(log_every=1, drop_diverged=True)
+  result = train.run_phase(trainer, start, np.array([1, 2]), synthetic.target_train, table, 8,
+                           "boom", train.PhaseLoop(member_ids=[5, 6], actions=dropping))
   assert result.member_ids == [5]
   assert members.num_members(result.states) == 1 and result.lr_table.shape == (6, 1)
   assert all(np.all(np.isfinite(np.asarray(x))) for x in jax.tree.leaves(result.states["params"]))
@@ -207,8 +210,11 @@ def test_a_phase_cannot_start_from_a_dropped_member(synthetic):
                         (cosine(0.01, 6), cosine(1e30, 6)), 6),
           methods.Phase("from_dropped", (methods.Start("member", 1),), (cosine(0.01, 3),), 3)]
   with pytest.raises(ValueError, match="starts from member 1, which diverged and was dropped"):
-    train.run_plan(trainer, plan, synthetic.target_train, 8, pretrained=_pretrained(config, synthetic), actions=train.Actions(log_every=1, drop_diverged=True))
-  ensemble, results = train.run_plan(trainer, plan[:1], synthetic.target_train, 8, pretrained=_pretrained(config, synthetic), actions=train.Actions(log_every=1, drop_diverged=True))
+    train.run_plan(trainer, plan, synthetic.target_train, 8, _pretrained(config, synthetic),
+                   train.Actions(log_every=1, drop_diverged=True))
+  ensemble, results = train.run_plan(trainer, plan[:1], synthetic.target_train, 8,
+                                     _pretrained(config, synthetic),
+                                     train.Actions(log_every=1, drop_diverged=True))
   assert results[0].member_ids == [0] and members.num_members(ensemble) == 1
 
 
@@ -222,7 +228,7 @@ def test_a_large_phase_runs_as_groups_of_one_compiled_step_like_one_program(synt
   plan = methods.build_plan("local_de", _budget(11))
   assert members.group_size(11, "auto", "cpu") == 4 and members.group_size(10, "auto", "cpu") == 10
   runs = {}
-  for name, limit in (("grouped", members.MAX_ONE_PROGRAM), ("one", 11)):  # pylint: disable=protected-access
+  for name, limit in (("grouped", members.MAX_ONE_PROGRAM), ("one", 11)):
     monkeypatch.setattr(members, "MAX_ONE_PROGRAM", limit)
     trainer = _trainer(config, synthetic, synthetic.num_target_classes)
     runs[name], results = train.run_plan(trainer, plan, synthetic.target_train, 8,
