@@ -266,6 +266,7 @@ def _script(command: str, extra: tuple[str, ...]) -> str:
   body = re.sub(r"(^|\n)starsse-jax", r"\1python -c 'from starsse_jax.main import run_cli; "
                                       r"run_cli()'", body)
   body = body.replace("python experiments/", f"python {REPO}/experiments/")
+  body = body.replace("python projects/", f"python {REPO}/projects/")
   body = body.replace("--config=configs/", f"--config={REPO}/configs/")  # config files by path
   if "ARGS=" in body:  # two processes: wait for both, fail if either fails
     body = body.replace(" &\n", " & first=$!\n") + "\nwait $first"
