@@ -166,8 +166,7 @@ def run(config, workdir: str, data: TransferData | tuple | None = None, model=No
     inputs.own_checkpoint_dir(config, workdir)
   writes = distributed.is_writer()  # every process computes; only process 0 writes the outputs
   times = {}
-  data, pretrained = _read_inputs(config, data, variables, times)
-  counts = data_lib.class_counts(data)
+  data, pretrained, counts = _read_inputs(config, data, variables, times)
   writer = report.create_writer(workdir) if writes else report.LoggingWriter()
   try:
     with resume.StopRequest() as stop:
@@ -221,9 +220,9 @@ def _configured(config, model, variables):
 
 
 def _read_inputs(config, data, variables, times: dict[str, float]):
-  """The data and the pre-trained variables (None when the run pre-trains), read and checked
-  before anything is written or trained: the batch size, the model on the data's images, the
-  weights, the memory. Adds the seconds spent to ``times``."""
+  """The data, the pre-trained variables (None when the run pre-trains) and the images per class,
+  read and checked before anything is written or trained: the batch size, the model on the
+  data's images, the weights, the memory. Adds the seconds spent to ``times``."""
   t = time.perf_counter()
   if data is None:
     data = load_transfer_data(config)
@@ -239,8 +238,9 @@ def _read_inputs(config, data, variables, times: dict[str, float]):
   else:
     pretrained = import_checkpoints(config, data) if config.pretrain.checkpoint else None
   # Logged once the inputs are read and checked: a bad input's message stays the only line.
-  logging.info(data_lib.imbalance_line(data_lib.class_counts(data)))
+  counts = data_lib.class_counts(data)
+  logging.info(data_lib.imbalance_line(counts))
   inputs.check_memory(config, data,
                       pretraining=pretrained is None and data.source_train is not None)
   times["pretrain_s"] = time.perf_counter() - t
-  return data, pretrained
+  return data, pretrained, counts

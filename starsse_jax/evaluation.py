@@ -18,7 +18,7 @@ import jax
 import numpy as np
 import optax
 
-from starsse_jax import (augment, basin, build, inference, low_precision, members, methods, metrics,
+from starsse_jax import (basin, build, inference, low_precision, members, methods, metrics,
                          models, soups, uncertainty)
 from starsse_jax.build import model_input_shape, predict_members
 from starsse_jax.data import TransferData
@@ -71,9 +71,10 @@ def _learned_soup(config, data: TransferData, ens: Ensemble):
   model = ens.model
   has_bn = bool(jax.tree.leaves(template))
 
+  net = build.make_network(config, data, model)
+
   def logits_fn(params, images):
-    x = augment.normalize(augment.eval_view(images, config.data.image_size, config.data.resize),
-                          data.mean, data.std)
+    x = net.view(images)
     logits, _ = models.apply(model, {"params": params, "batch_stats": template}, x,
                              train=has_bn, stochastic=False, mutable=["batch_stats"])
     return logits.astype(np.float32)

@@ -213,13 +213,19 @@ def mc_dropout(b: Budget) -> list[Phase]:
   return local_de(b)
 
 
+def _positive(*names) -> Callable[[Any], list[tuple[bool, str]]]:
+  """The check that a method's settings ``names`` (in ``config.finetune``) are positive."""
+  return lambda config: [(config.finetune[name] > 0,
+                          f"finetune.{name}={config.finetune[name]!r} must be positive.")
+                         for name in names]
+
+
 def _check_swa(config) -> list[tuple[bool, str]]:
   ft = config.finetune
   return [
       (ft.swa_schedule in ("constant", "cyclic"),
        f"finetune.swa_schedule={ft.swa_schedule!r}; use 'constant' or 'cyclic'."),
-      *[(ft[name] > 0, f"finetune.{name}={ft[name]!r} must be positive.")
-        for name in ("swa_epochs", "swa_lr", "swa_collect_every")],
+      *_positive("swa_epochs", "swa_lr", "swa_collect_every")(config),
       (ft.swa_start >= 0 and ft.swa_lr_min >= 0,
        "finetune.swa_start and finetune.swa_lr_min must not be negative."),
       (ft.swa_start + ft.swa_collect_every <= ft.swa_epochs,
@@ -236,18 +242,6 @@ def _check_mc_dropout(config) -> list[tuple[bool, str]]:
            "model.block_dropout_rate."),
           (config.eval.mc_samples >= 2, f"method='mc_dropout' needs eval.mc_samples >= 2 "
            f"stochastic passes, got {config.eval.mc_samples}.")]
-
-
-def _check_cycles(config) -> list[tuple[bool, str]]:
-  ft = config.finetune
-  return [(ft[name] > 0, f"finetune.{name}={ft[name]!r} must be positive.")
-          for name in ("lr_ratio", "cycle_ratio")]
-
-
-def _check_fge(config) -> list[tuple[bool, str]]:
-  ft = config.finetune
-  return [(ft[name] > 0, f"finetune.{name}={ft[name]!r} must be positive.")
-          for name in ("fge_cycle_epochs", "fge_lr_1", "fge_lr_2")]
 
 
 def _check_global_de(config) -> list[tuple[bool, str]]:
@@ -294,11 +288,11 @@ class Method:
 METHODS: dict[str, Method] = {m.name: m for m in (
     Method("local_de", local_de),
     Method("global_de", global_de, checkpoint_per_member=True, check=_check_global_de),
-    Method("sse", sse, ("lr_ratio", "cycle_ratio"), from_first_model=True, check=_check_cycles),
+    Method("sse", sse, ("lr_ratio", "cycle_ratio"), from_first_model=True, check=_positive("lr_ratio", "cycle_ratio")),
     Method("starsse", starsse, ("lr_ratio", "cycle_ratio"), from_first_model=True,
-           check=_check_cycles),
+           check=_positive("lr_ratio", "cycle_ratio")),
     Method("fge", fge, ("fge_cycle_epochs", "fge_lr_1", "fge_lr_2"), from_first_model=True,
-           check=_check_fge),
+           check=_positive("fge_cycle_epochs", "fge_lr_1", "fge_lr_2")),
     Method("swa", swa, ("swa_epochs", "swa_lr", "swa_lr_min", "swa_schedule", "swa_start",
                         "swa_collect_every"), from_first_model=True, min_members=2,
            check=_check_swa),

@@ -240,8 +240,9 @@ def run_phase(trainer: Trainer, states: State, member_seeds: np.ndarray, split: 
         stopping or (act.save_every and done % act.save_every == 0))
     if logging_now or saving:
       metrics = sharding.to_host(metrics)
-      if act.drop_diverged and live.drop_diverged(metrics, name, done):
-        metrics = live.kept(metrics)
+      keep = live.drop_diverged(metrics, name, done) if act.drop_diverged else None
+      if keep is not None:
+        metrics = {key: v[keep] for key, v in metrics.items()}
         batch = live.batch(t + 1) if t + 1 < num_steps else None
       _check_finite(metrics["loss"], name, t, live.ids)
     progress.update(done)
@@ -306,7 +307,6 @@ class _Live:
     self.running = _Running(trainer, states, self.member_seeds, batch_size)
     self.feed = _Feed(split, trainer.placement, self.running.mesh)
     self.orders = {}
-    self._keep = None
 
   def describe(self, name: str) -> None:
     k = len(self.ids)
@@ -330,12 +330,12 @@ class _Live:
                                      for s in self.member_seeds], axis=1)
     return self.feed(self.running.pad(self.orders[epoch][i]))
 
-  def drop_diverged(self, metrics, name: str, done: int) -> bool:
+  def drop_diverged(self, metrics, name: str, done: int):
     """Drops the members whose loss is not finite when some (not all) diverged; keeps the group
-    size, so nothing is recompiled. Returns whether any was dropped."""
+    size, so nothing is recompiled. Returns the positions kept, or None when none was dropped."""
     finite = np.isfinite(np.asarray(metrics["loss"]))
     if not 0 < finite.sum() < len(finite):
-      return False
+      return None
     keep = np.flatnonzero(finite)
     logging.warning("Dropping diverged member(s) %s of phase %r at step %d (loss %s); "
                     "continuing with members %s.", self.ids[~finite].tolist(), name, done,
@@ -352,12 +352,7 @@ class _Live:
     if self.running.mesh != old_mesh:  # the data moves only if the mesh changed
       self.feed = _Feed(self.split, self.trainer.placement, self.running.mesh)
     self.orders.clear()
-    self._keep = keep
-    return True
-
-  def kept(self, metrics):
-    """The metrics of the members kept by the last ``drop_diverged``."""
-    return {key: v[self._keep] for key, v in metrics.items()}
+    return keep
 
 
 def _check_finite(losses, phase: str, step: int, member_ids) -> None:
